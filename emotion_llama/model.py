@@ -1,0 +1,174 @@
+"""The Emotion-LLaMA fusion model: modality projectors + placeholder scatter + a LoRA-tuned causal LM.
+
+Encoders run upstream (feature extraction or the inference pipeline); this model receives their outputs:
+``features = {"eva": (B, 1+P, De), "mae": (B, Dm), "videomae": (B, Dv), "hubert": (B, Dh)}`` and token ids
+in which every ``<VideoHere>`` id stands for one projected EVA token and every ``<FeatureHere>`` id for one
+of the MAE, VideoMAE, HuBERT and EVA-CLS tokens, in that order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from emotion_llama.sequences import pad_batch
+
+# Utterance-level modalities, in their order inside <FeatureHere>; the EVA CLS token comes last.
+FEATURE_MODALITIES: tuple[str, ...] = ("mae", "videomae", "hubert")
+EVA_MERGE = 4  # neighbouring EVA patch tokens concatenated into one LLM token (1024 -> 256 at 448 px)
+
+
+def build_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if kind == "mlp2x_gelu":
+        return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+    raise ValueError(f"unknown projector type {kind!r}; expected 'linear' or 'mlp2x_gelu'")
+
+
+class EmotionLLaMA(nn.Module):
+    def __init__(
+        self,
+        llm: nn.Module,
+        feature_dims: Mapping[str, int],
+        eva_dim: int,
+        eva_patches: int,
+        video_token_id: int,
+        feature_token_id: int,
+        projector: str = "linear",
+    ):
+        super().__init__()
+        if eva_patches % EVA_MERGE:
+            raise ValueError(f"EVA patch count {eva_patches} is not a multiple of {EVA_MERGE}")
+        self.llm = llm
+        self.video_token_id = video_token_id
+        self.feature_token_id = feature_token_id
+        self.eva_patches = eva_patches
+        hidden = llm.get_input_embeddings().embedding_dim
+        self.projectors = nn.ModuleDict(
+            {
+                "eva_patch": build_projector(projector, eva_dim * EVA_MERGE, hidden),
+                "eva_cls": build_projector(projector, eva_dim, hidden),
+                **{m: build_projector(projector, feature_dims[m], hidden) for m in FEATURE_MODALITIES},
+            }
+        )
+
+    @property
+    def num_video_tokens(self) -> int:
+        return self.eva_patches // EVA_MERGE
+
+    @property
+    def num_feature_tokens(self) -> int:
+        return len(FEATURE_MODALITIES) + 1
+
+    @property
+    def num_multimodal_tokens(self) -> int:
+        return self.num_video_tokens + self.num_feature_tokens
+
+    def project(self, features: Mapping[str, Tensor]) -> Tensor:
+        """All modality tokens of each clip in prompt order: (B, num_multimodal_tokens, H)."""
+        eva = features["eva"]  # (B, 1+P, De)
+        b, n, d = eva.shape
+        if n - 1 != self.eva_patches:
+            raise ValueError(f"expected {self.eva_patches} EVA patch tokens, got {n - 1}")
+        dtype = next(self.projectors.parameters()).dtype
+        # Consecutive raster-order patches are merged, as the original reshape does.
+        patches = eva[:, 1:].reshape(b, self.num_video_tokens, EVA_MERGE * d)  # (B, P/4, 4*De)
+        video = self.projectors["eva_patch"](patches.to(dtype))  # (B, P/4, H)
+        feats = [self.projectors[m](features[m].to(dtype)) for m in FEATURE_MODALITIES]
+        feats.append(self.projectors["eva_cls"](eva[:, 0].to(dtype)))
+        return torch.cat([video, torch.stack(feats, dim=1)], dim=1)  # (B, P/4 + 4, H)
+
+    def embed(self, input_ids: Tensor, features: Mapping[str, Tensor]) -> Tensor:
+        """Token embeddings with the modality tokens scattered onto the placeholder positions."""
+        is_video = input_ids == self.video_token_id
+        is_mm = is_video | (input_ids == self.feature_token_id)
+        counts = is_mm.sum(dim=1)
+        if not torch.all(counts == self.num_multimodal_tokens):
+            raise ValueError(
+                f"each sequence needs {self.num_multimodal_tokens} placeholder tokens, got {counts.tolist()}"
+            )
+        # One row-major scatter keeps the order only if every video placeholder precedes the features.
+        video_seen = is_video.long().cumsum(1)
+        if torch.any((is_mm & ~is_video) & (video_seen < self.num_video_tokens)):
+            raise ValueError("<VideoHere> placeholders must come before <FeatureHere> placeholders")
+        embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(is_mm, 0))  # (B, L, H)
+        mm = self.project(features).to(embeds.dtype)  # (B, M, H)
+        return embeds.masked_scatter(is_mm.unsqueeze(-1), mm)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        features: Mapping[str, Tensor],
+        labels: Tensor | None = None,
+    ):
+        embeds = self.embed(input_ids, features)
+        return self.llm(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=_positions(attention_mask),
+            labels=labels,
+            use_cache=False,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        features: Mapping[str, Tensor],
+        max_new_tokens: int = 64,
+        **kwargs,
+    ) -> Tensor:
+        """Greedy (by default) continuation of left-padded prompts; returns only the new token ids."""
+        embeds = self.embed(input_ids, features)
+        kwargs.setdefault("do_sample", False)
+        return self.llm.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, **kwargs
+        )
+
+    @torch.no_grad()
+    def score_labels(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        features: Mapping[str, Tensor],
+        candidates: Sequence[Sequence[int]],
+    ) -> Tensor:
+        """Log-probability of each candidate continuation after each (left-padded) prompt: (B, K).
+
+        The prompt is run once; its key/value cache is shared by all K candidates, which are then
+        scored together in one batched forward pass.
+        """
+        b, k = input_ids.shape[0], len(candidates)
+        out = self.llm(
+            inputs_embeds=self.embed(input_ids, features),
+            attention_mask=attention_mask,
+            position_ids=_positions(attention_mask),
+            use_cache=True,
+        )
+        first_logp = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)
+        cand, cand_mask = (t.to(input_ids.device) for t in pad_batch(candidates, pad_value=0))  # (K, C)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(k)
+        mask = torch.cat([attention_mask.repeat_interleave(k, 0), cand_mask.repeat(b, 1)], dim=1)
+        start = attention_mask.sum(1, keepdim=True).repeat_interleave(k, 0)  # next position of each prompt
+        pos = start + torch.arange(cand.shape[1], device=cand.device)
+        tok = cand.repeat(b, 1)  # (B*K, C)
+        logits = self.llm(
+            input_ids=tok, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+        ).logits.float()  # (B*K, C, V)
+        logp = F.log_softmax(logits[:, :-1], dim=-1)  # predicts candidate tokens 1..C-1
+        rest = logp.gather(-1, tok[:, 1:].unsqueeze(-1)).squeeze(-1) * cand_mask.repeat(b, 1)[:, 1:]
+        first = first_logp.repeat_interleave(k, 0).gather(1, tok[:, :1]).squeeze(1)
+        return (first + rest.sum(1)).view(b, k)
+
+
+def _positions(attention_mask: Tensor) -> Tensor:
+    """Position ids that start at 0 on each sequence's first real token (left or right padding)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+

@@ -1,0 +1,181 @@
+import pytest
+import torch
+
+from emotion_llama.builder import EncoderShapes, build_model
+from emotion_llama.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from emotion_llama.config import ModelConfig
+from emotion_llama.llm import lora_parameter_count
+from emotion_llama.model import FEATURE_MODALITIES
+from emotion_llama.prompts import PromptParts, emotion_instruction
+from emotion_llama.sequences import IGNORE_INDEX, encode_answer, encode_example, encode_prompt, pad_batch
+from emotion_llama.tokenizer import build_tiny_tokenizer
+
+SHAPES = EncoderShapes(dims={"eva": 24, "mae": 20, "videomae": 18, "hubert": 16}, eva_patches=16)
+LABELS = ["happy", "sad", "angry"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tiny_tokenizer(["the person smiles and the voice is loud"], vocab_size=512)
+
+
+def tiny_cfg(**kw) -> ModelConfig:
+    arch = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=4, max_position_embeddings=512)
+    lora = dict(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    return ModelConfig(llm_arch=arch, lora=lora, **kw)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    return build_model(tiny_cfg(), tokenizer, SHAPES).eval()
+
+
+def features(batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    feats = {"eva": torch.randn(batch, 1 + SHAPES.eva_patches, SHAPES.dims["eva"], generator=g)}
+    for m in FEATURE_MODALITIES:
+        feats[m] = torch.randn(batch, SHAPES.dims[m], generator=g)
+    return feats
+
+
+def batch(tokenizer, model, answers, padding_side="right"):
+    parts = PromptParts("I am fine", "emotion", emotion_instruction(LABELS))
+    ex = [encode_example(tokenizer, parts, a, model.num_video_tokens, model.num_feature_tokens) for a in answers]
+    ids, mask = pad_batch([e["input_ids"] for e in ex], tokenizer.pad_token_id, padding_side)
+    labels, _ = pad_batch([e["labels"] for e in ex], IGNORE_INDEX, padding_side)
+    return ids, mask, labels
+
+
+def test_multimodal_token_count(model):
+    assert model.num_video_tokens == 4
+    assert model.num_multimodal_tokens == 4 + 4
+
+
+def test_labels_cover_only_the_answer(tokenizer, model):
+    parts = PromptParts("hello there", "emotion", emotion_instruction(LABELS))
+    ex = encode_example(tokenizer, parts, "happy", model.num_video_tokens, model.num_feature_tokens)
+    prompt = encode_prompt(tokenizer, parts, model.num_video_tokens, model.num_feature_tokens)
+    answer = encode_answer(tokenizer, "happy")
+    assert ex["input_ids"] == prompt + answer
+    assert ex["labels"][: len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    assert ex["labels"][len(prompt):] == answer
+    assert answer[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(answer, skip_special_tokens=True) == "happy"
+
+
+def test_placeholders_receive_projector_outputs(tokenizer, model):
+    ids, _, _ = batch(tokenizer, model, ["happy", "sad"])
+    feats = features(2)
+    embeds = model.embed(ids, feats)
+    projected = model.project(feats)
+    is_mm = (ids == model.video_token_id) | (ids == model.feature_token_id)
+    for row in range(2):
+        torch.testing.assert_close(embeds[row][is_mm[row]], projected[row])
+    # Text positions keep their token embeddings.
+    text = model.llm.get_input_embeddings()(ids.masked_fill(is_mm, 0))
+    torch.testing.assert_close(embeds[~is_mm], text[~is_mm])
+    # MAE, VideoMAE, HuBERT, then CLS follow the video tokens.
+    torch.testing.assert_close(projected[:, model.num_video_tokens], model.projectors["mae"](feats["mae"]))
+    torch.testing.assert_close(projected[:, -1], model.projectors["eva_cls"](feats["eva"][:, 0]))
+
+
+def test_forward_backward_trains_lora_and_projectors_only(tokenizer, model):
+    model.train()
+    ids, mask, labels = batch(tokenizer, model, ["happy", "a much longer answer"])
+    loss = model(ids, mask, features(2), labels=labels).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert any("lora_A" in n for n in grads) and any(n.startswith("projectors.") for n in grads)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert all("lora_" not in n and not n.startswith("projectors.") for n in frozen)
+    assert not any(n in grads for n in frozen)
+    model.zero_grad()
+    model.eval()
+
+
+def test_loss_ignores_prompt_tokens(tokenizer, model):
+    ids, mask, labels = batch(tokenizer, model, ["happy"])
+    feats = features(1)
+    out = model(ids, mask, feats, labels=labels)
+    logits = out.logits[0, :-1]
+    target = labels[0, 1:]
+    keep = target != IGNORE_INDEX
+    manual = torch.nn.functional.cross_entropy(logits[keep], target[keep])
+    torch.testing.assert_close(out.loss, manual)
+
+
+def test_lora_parameter_count(tokenizer):
+    cfg = tiny_cfg()
+    with torch.device("meta"):
+        m = build_model(cfg, tokenizer, SHAPES)
+    # q_proj and v_proj (32 -> 32) in 2 layers, A (r x 32) + B (32 x r) each.
+    assert lora_parameter_count(m.llm) == 2 * 2 * (4 * 32 + 32 * 4)
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or n.startswith("projectors.") for n in trainable)
+
+
+def test_score_labels_matches_full_forward(tokenizer, model):
+    parts = PromptParts("so good", "emotion", emotion_instruction(LABELS))
+    prompts = [encode_prompt(tokenizer, parts, model.num_video_tokens, model.num_feature_tokens)] * 2
+    prompts[1] = prompts[1][:3] + prompts[1][4:]  # different lengths exercise left padding
+    ids, mask = pad_batch(prompts, tokenizer.pad_token_id, "left")
+    feats = features(2, seed=1)
+    cands = [encode_answer(tokenizer, label) for label in LABELS]
+    scores = model.score_labels(ids, mask, feats, cands)
+    assert scores.shape == (2, len(LABELS))
+    for b in range(2):
+        for k, cand in enumerate(cands):
+            full = torch.tensor([prompts[b] + cand])
+            one = {n: f[b: b + 1] for n, f in feats.items()}
+            logits = model(full, torch.ones_like(full), one).logits[0].log_softmax(-1)
+            start = len(prompts[b])
+            expected = sum(logits[start - 1 + j, t] for j, t in enumerate(cand))
+            torch.testing.assert_close(scores[b, k], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_generate_returns_new_tokens(tokenizer, model):
+    parts = PromptParts("", "reason", "Explain.")
+    prompt = encode_prompt(tokenizer, parts, model.num_video_tokens, model.num_feature_tokens)
+    ids, mask = pad_batch([prompt, prompt[:2] + prompt[3:]], tokenizer.pad_token_id, "left")
+    out = model.generate(ids, mask, features(2), max_new_tokens=5, pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[0] == 2 and 1 <= out.shape[1] <= 5
+
+
+def test_save_load_gives_identical_logits(tokenizer, tmp_path):
+    torch.manual_seed(1)
+    cfg = tiny_cfg()
+    model = build_model(cfg, tokenizer, SHAPES).eval()
+    with torch.no_grad():  # make the adapter non-trivial (lora_B starts at zero)
+        for n, p in model.llm.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    ids, mask, _ = batch(tokenizer, model, ["happy"])
+    feats = features(1)
+    before = model(ids, mask, feats).logits
+    save_checkpoint(model, cfg, tokenizer, tmp_path / "ckpt", meta={"step": 3})
+    loaded, loaded_cfg, loaded_tok = load_checkpoint(tmp_path / "ckpt", shapes=SHAPES)
+    assert loaded_cfg == cfg
+    assert loaded_tok.get_vocab() == tokenizer.get_vocab()
+    torch.testing.assert_close(loaded.eval()(ids, mask, feats).logits, before)
+
+
+def test_load_fails_on_missing_weights(tokenizer, tmp_path):
+    cfg = tiny_cfg()
+    model = build_model(cfg, tokenizer, SHAPES)
+    save_checkpoint(model, cfg, tokenizer, tmp_path / "ckpt")
+    from safetensors.torch import load_file, save_file
+    path = tmp_path / "ckpt" / "projectors.safetensors"
+    state = load_file(path)
+    state.pop("eva_cls.weight")
+    save_file(state, path)
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(tmp_path / "ckpt", shapes=SHAPES)
+
+
+def test_real_preset_without_llm_path_fails_clearly(tokenizer):
+    cfg = tiny_cfg(weights_required=True)
+    with pytest.raises(FileNotFoundError, match="paths.llm"):
+        build_model(cfg, tokenizer, SHAPES)
