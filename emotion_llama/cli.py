@@ -8,7 +8,6 @@ from contextlib import contextmanager
 
 from omegaconf import DictConfig, OmegaConf
 
-from emotion_llama.config import ModelConfig
 from emotion_llama.errors import UserError
 
 
@@ -21,5 +20,8 @@ def user_errors() -> Iterator[None]:
         sys.exit(2)
 
 
-def model_config(cfg: DictConfig) -> ModelConfig:
+def model_config(cfg: DictConfig):
+    """The validated ``model`` group (imported lazily: torch is slow to import for commands that skip it)."""
+    from emotion_llama.config import ModelConfig
+
     return ModelConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))

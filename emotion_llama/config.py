@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from emotion_llama.errors import WeightsNotFoundError
 from emotion_llama.llm import LoraSpec
 
 ENCODER_NAMES = ("eva", "mae", "videomae", "hubert")
@@ -42,6 +44,11 @@ class ModelConfig:
         unknown = set(self.encoder_paths) - set(ENCODER_NAMES)
         if unknown:
             raise ValueError(f"model.encoder_paths has unknown encoders {sorted(unknown)}")
+
+    def check_llm_weights(self) -> None:
+        """Fail early, naming the key to set, when a real preset has no LLM folder."""
+        if self.weights_required and (self.llm_path is None or not Path(self.llm_path).is_dir()):
+            raise WeightsNotFoundError("LLM", self.llm_path or "<unset>", "paths.llm")
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -1,0 +1,107 @@
+"""Training entry point: ``train(cfg)`` runs one stage (coarse or fine) from a composed Hydra config."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from emotion_llama.builder import build_model, build_tokenizer
+from emotion_llama.checkpoint import load_checkpoint, read_config, save_checkpoint
+from emotion_llama.cli import model_config
+from emotion_llama.datasets.features import FeatureStore
+from emotion_llama.datasets.merr import MERRDataset, keep_with_features, load_records
+from emotion_llama.errors import UserError
+from emotion_llama.lightning import EmotionDataModule, EmotionLLaMAModule
+from emotion_llama.sequences import encode_answer
+
+log = logging.getLogger(__name__)
+
+
+def prepare_synthetic(cfg: DictConfig) -> None:
+    """Generate the synthetic set and extract its features when absent (no-op when complete)."""
+    from emotion_llama.datasets.synthetic import generate
+    from emotion_llama.encoders.extract import extract_folder
+
+    gen = cfg.data.generate
+    generate(cfg.data.root, clips_per_label=gen.clips_per_label, seed=gen.seed, workers=gen.workers)
+    extract_folder(cfg.data.videos_dir, cfg.data.features_dir, model_config(cfg), feature_dirs=cfg.data.feature_dirs)
+
+
+def _dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, model, train: bool) -> MERRDataset | None:
+    path = cfg.data.get(split)
+    if not path:
+        return None
+    records = load_records(path, cfg.data.subtitles, cfg.data.coarse_json, cfg.data.fine_json, cfg.data.labels)
+    records = keep_with_features(records, store, cfg.data.on_missing_features)
+    if not records:
+        raise UserError(f"{path}: no clip of the {split} split has features under {store.root}")
+    return MERRDataset(
+        records, store, tokenizer, model.num_video_tokens, model.num_feature_tokens,
+        tasks=dict(cfg.stage.tasks), labels=list(cfg.data.labels), max_length=cfg.data.max_length,
+        train=train, seed=cfg.seed,
+    )
+
+
+def _model_and_tokenizer(cfg: DictConfig):
+    """Stage 1 builds a fresh model; stage 2 rebuilds the stage-1 model and loads its weights strictly."""
+    model_cfg = model_config(cfg)
+    model_cfg.check_llm_weights()
+    init_from = cfg.stage.get("init_from")
+    if init_from:
+        if not Path(init_from, "config.yaml").is_file():
+            raise UserError(f"{init_from} has no stage-1 model: run stage 1 first or set stage.init_from=DIR")
+        prior = read_config(init_from)
+        if prior.preset != model_cfg.preset:
+            raise UserError(f"{init_from} holds a {prior.preset} model but model={model_cfg.preset} was asked for")
+        overrides = {k: getattr(model_cfg, k) for k in ("llm_path", "tokenizer_path", "encoder_paths")}
+        model, model_cfg, tokenizer = load_checkpoint(init_from, overrides)
+        return model, model_cfg, tokenizer
+    texts = []
+    if model_cfg.tokenizer_path is None and model_cfg.llm_path is None:
+        records = load_records(cfg.data.train, cfg.data.subtitles, cfg.data.coarse_json, cfg.data.fine_json, cfg.data.labels)
+        texts = [t for r in records for t in (r.subtitle, r.caption, r.reason)]
+    tokenizer = build_tokenizer(model_cfg, texts)
+    return build_model(model_cfg, tokenizer), model_cfg, tokenizer
+
+
+def train(cfg: DictConfig) -> tuple[dict, dict]:
+    """Fit one stage and export its trainable weights to ``{run_dir}/model``; returns (metrics, objects)."""
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.data.get("generate"):
+        prepare_synthetic(cfg)
+    model, model_cfg, tokenizer = _model_and_tokenizer(cfg)
+    store = FeatureStore(cfg.data.features_dir, cfg.data.feature_dirs)
+    train_set = _dataset(cfg, "train", store, tokenizer, model, train=True)
+    val_set = _dataset(cfg, "val", store, tokenizer, model, train=False)
+    datamodule = EmotionDataModule(
+        train_set, val_set, tokenizer.pad_token_id, cfg.data.batch_size, cfg.data.val_batch_size,
+        cfg.data.num_workers, cfg.seed,
+    )
+    module = EmotionLLaMAModule(
+        model,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        label_candidates=[encode_answer(tokenizer, label) for label in cfg.data.labels],
+        checkpoint_frozen=model_cfg.llm_path is None,
+    )
+    callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    loggers = [hydra.utils.instantiate(c) for c in cfg.get("logger", {}).values()]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    last = Path(cfg.run_dir, "checkpoints", "last.ckpt")
+    ckpt_path = str(last) if cfg.resume and last.is_file() else None
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    export = Path(cfg.run_dir, "model")
+    if trainer.is_global_zero:
+        meta = {"stage": cfg.stage.name, "epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": metrics}
+        save_checkpoint(model, model_cfg, tokenizer, export, meta=meta)
+        Path(cfg.run_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))
+        OmegaConf.save(cfg, Path(cfg.run_dir, "config.yaml"))
+    return metrics, {"model": model, "tokenizer": tokenizer, "trainer": trainer, "export": export}

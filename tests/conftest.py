@@ -1,0 +1,75 @@
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+# Two cores: one intra-op thread per process keeps the suite from oversubscribing.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes():
+    from emotion_llama.builder import encoder_shapes
+    from emotion_llama.config import ModelConfig
+
+    return encoder_shapes(ModelConfig())
+
+
+@pytest.fixture(scope="session")
+def merr_folder(tmp_path_factory, tiny_shapes):
+    """A small MERR-style folder (annotations, captions, subtitles) with random cached features."""
+    from emotion_llama.datasets.features import FEATURE_DIRS
+    from emotion_llama.datasets.formats import Sample, write_merr_json, write_merr_txt, write_subtitles
+    from emotion_llama.labels import MERR_LABELS
+
+    root = tmp_path_factory.mktemp("merr")
+    rng = np.random.default_rng(0)
+    samples = {"train": [], "val": []}
+    coarse, fine, subs = {}, {}, {}
+    for i in range(27):
+        label = MERR_LABELS[i % 9]
+        name = f"clip_{i:03d}"
+        split = "val" if i >= 18 else "train"
+        samples[split].append(Sample(name, label, n_frames=20))
+        coarse[name] = {"caption": f"The person looks {label} and speaks."}
+        fine[name] = {"smp_reason_caption": f"The face and the voice suggest {label}."}
+        subs[name] = "I am here" if i % 2 else ""
+        for modality, folder in FEATURE_DIRS.items():
+            dim = tiny_shapes.dims[modality]
+            shape = (1 + tiny_shapes.eva_patches, dim) if modality == "eva" else (dim,)
+            (root / folder).mkdir(exist_ok=True)
+            np.save(root / folder / f"{name}.npy", rng.standard_normal(shape).astype(np.float16 if modality == "eva" else np.float32))
+    (root / "splits").mkdir()
+    for split, rows in samples.items():
+        write_merr_txt(root / "splits" / f"{split}.txt", rows)
+    write_merr_json(root / "coarse.json", coarse)
+    write_merr_json(root / "fine.json", fine)
+    write_subtitles(root / "subtitles.csv", subs)
+    return root
+
+
+class StopAfterFirstEpoch(L.Callback):
+    """Simulates an interrupted run: stops once the first epoch (and its checkpoint) is done."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+def train_overrides(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"paths.output_dir={out}",
+        f"data.root={root}",
+        f"data.features_dir={root}",
+        f"data.coarse_json={root}/coarse.json",
+        f"data.fine_json={root}/fine.json",
+        "data.generate=null",
+        "data.batch_size=4",
+        "~callbacks.progress",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    ]

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from conftest import CONF_DIR, train_overrides
+from emotion_llama.train import train
+
+
+def cfg_for(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+@pytest.mark.parametrize("experiment", ["tiny_coarse", "tiny_fine", "emotion_llama_stage1", "emotion_llama_stage2"])
+def test_experiments_compose(experiment):
+    cfg = cfg_for([f"experiment={experiment}"])
+    assert cfg.name == experiment
+    assert cfg.stage.name in ("coarse", "fine")
+    assert cfg.optimizer._partial_ and cfg.scheduler._partial_
+
+
+def test_real_experiment_fails_clearly_without_weights(tmp_path, capsys):
+    cfg = cfg_for([f"paths.output_dir={tmp_path}", "experiment=emotion_llama_stage1", f"data.root={tmp_path}"])
+    with pytest.raises(Exception, match=r"set (paths\.llm|data)|not found"):
+        train(cfg)
+
+
+def test_coarse_then_fine_and_exact_resume(merr_folder, tmp_path):
+    out = tmp_path / "out"
+    common = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.log_every_n_steps=1"]
+    metrics, objs = train(cfg_for(train_overrides(merr_folder, out, "experiment=tiny_coarse", *common)))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert 0.0 <= metrics["val/war"] <= 1.0
+    export = out / "runs" / "tiny_coarse" / "model"
+    assert (export / "adapter" / "adapter_config.json").is_file()
+    assert json.loads((export / "meta.json").read_text())["stage"] == "coarse"
+
+    # Stage 2 starts from stage 1's weights exactly.
+    fine_cfg = cfg_for(train_overrides(merr_folder, out, "experiment=tiny_fine", "trainer.max_epochs=0"))
+    _, fine_objs = train(fine_cfg)
+    for (n, a), (_, b) in zip(objs["model"].state_dict().items(), fine_objs["model"].state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=n)
+
+    # Resume: a run stopped after epoch 1 and restarted ends exactly where an uninterrupted run does.
+    two_epochs = ["experiment=tiny_coarse", "trainer.max_epochs=2", "trainer.limit_train_batches=2"]
+    full = train(cfg_for(train_overrides(merr_folder, tmp_path / "full", *two_epochs)))[1]
+    resumed_out = tmp_path / "resumed"
+    stop = "+callbacks.stop._target_=conftest.StopAfterFirstEpoch"
+    stopped = train(cfg_for(train_overrides(merr_folder, resumed_out, *two_epochs, stop)))[1]
+    assert stopped["trainer"].global_step == 2
+    resumed = train(cfg_for(train_overrides(merr_folder, resumed_out, *two_epochs)))[1]
+    assert resumed["trainer"].global_step == full["trainer"].global_step == 4
+    for (n, a), (_, b) in zip(full["model"].state_dict().items(), resumed["model"].state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=n)
