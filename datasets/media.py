@@ -1,0 +1,198 @@
+"""Decoding clips for the encoders: probing, frame sampling, frames and audio (decord), with clear errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from decord import AudioReader, DECORDError, VideoReader, cpu
+
+from emotion_llama.errors import MediaError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3")
+SAMPLE_RATE = 16000  # HuBERT's rate
+SIDECAR_SUFFIX = ".wav"
+
+# decord prefixes its messages with "[hh:mm:ss] /build/path/file.cc:123: "; users need only the rest.
+_DECORD_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*")
+# decord raises both its own error and plain RuntimeError ("Error reading x.mp4...") when opening fails.
+_DECORD_ERRORS = (DECORDError, RuntimeError)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    n_frames: int
+    fps: float
+    width: int
+    height: int
+    duration: float  # seconds
+
+
+@dataclass
+class Clip:
+    name: str
+    path: Path
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB
+    frame_indices: np.ndarray  # (N,) int, into the video's frames
+    n_frames: int  # frames in the whole video
+    fps: float
+    audio: np.ndarray  # (S,) float32 mono at the requested rate; empty when the clip has no audio
+    audio_found: bool
+    audio_source: str | None = None  # "video", "sidecar" or None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return _DECORD_PREFIX.sub("", lines[0]) if lines else type(exc).__name__
+
+
+def _check_file(path: str | os.PathLike, extensions: tuple[str, ...]) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in extensions:
+        shown = path.suffix or "(none)"
+        raise MediaError(path, f"unsupported extension {shown} (expected {', '.join(extensions)})")
+    if not path.is_file():
+        raise MediaError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "file is empty (0 bytes)")
+    return path
+
+
+def _open_failure(path: Path, exc: BaseException) -> MediaError:
+    """Explain why decord could not open ``path``: its own messages are vague ("Error reading x.mp4...")."""
+    try:
+        with av.open(str(path)) as container:  # reads the header only
+            if not container.streams.video:
+                return MediaError(path, "no video stream")
+    except av.FFmpegError as av_exc:
+        return MediaError(path, f"file is corrupt or truncated (ffmpeg: {av_exc.strerror})")
+    return MediaError(path, f"file is corrupt or truncated (decord: {_first_line(exc)})")
+
+
+def open_video(path: str | os.PathLike, num_threads: int = 1) -> VideoReader:
+    """Open a video for random frame access, or raise MediaError saying why it is unusable.
+
+    decord indexes the packets when opening but decodes nothing. One decoding thread by default:
+    loaders parallelise across clips, and decord's automatic count oversubscribes shared machines.
+    """
+    path = _check_file(path, VIDEO_EXTENSIONS)
+    try:
+        reader = VideoReader(str(path), ctx=cpu(0), num_threads=num_threads)
+    except _DECORD_ERRORS as exc:
+        raise _open_failure(path, exc) from None
+    if len(reader) == 0:
+        raise MediaError(path, "zero frames")
+    return reader
+
+
+def _video_info(reader: VideoReader, path: Path) -> VideoInfo:
+    height, width = _read_batch(reader, np.array([0]), path).shape[1:3]
+    fps = float(reader.get_avg_fps())
+    n_frames = len(reader)
+    return VideoInfo(path, n_frames, fps, int(width), int(height), n_frames / fps if fps > 0 else 0.0)
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Frame count, rate and size of a video; decodes only its first frame."""
+    path = Path(path)
+    return _video_info(open_video(path), path)
+
+
+def uniform_indices(n_frames: int, num: int) -> np.ndarray:
+    """Centres of ``num`` equal segments of ``n_frames`` frames; indices repeat when ``n_frames < num``."""
+    if n_frames <= 0 or num <= 0:
+        raise ValueError(f"need n_frames > 0 and num > 0, got n_frames={n_frames}, num={num}")
+    return ((np.arange(num) + 0.5) * n_frames / num).astype(np.int64)
+
+
+def videomae_indices(n_frames: int, num_frames: int = 16) -> np.ndarray:
+    """The 16 frames VideoMAE sees: segment centres over the whole clip (TSN-style, as VideoMAE on SSv2).
+
+    Labels are utterance-level, so the frames span the whole utterance; Kinetics-style dense sampling
+    (16 frames at stride 4) would see only the first ~2.5 s of a 25 fps clip. Centres are deterministic,
+    so extracted features do not change between runs.
+    """
+    return uniform_indices(n_frames, num_frames)
+
+
+def _read_batch(reader: VideoReader, indices: np.ndarray, path: Path | str) -> np.ndarray:
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size and (indices.min() < 0 or indices.max() >= len(reader)):
+        raise IndexError(f"{path}: frame indices must lie in [0, {len(reader)}), got {indices.tolist()}")
+    try:
+        return reader.get_batch(indices.tolist()).asnumpy()
+    except _DECORD_ERRORS as exc:
+        raise MediaError(path, f"file is corrupt or truncated (decord: {_first_line(exc)})") from None
+
+
+def read_frames(path_or_reader: str | os.PathLike | VideoReader, indices: np.ndarray) -> np.ndarray:
+    """Decode only the frames at ``indices`` -> (N, H, W, 3) uint8 RGB; long videos are never loaded whole."""
+    if isinstance(path_or_reader, VideoReader):
+        return _read_batch(path_or_reader, indices, "video")
+    return _read_batch(open_video(path_or_reader), indices, Path(path_or_reader))
+
+
+def _has_audio_stream(path: Path) -> bool:
+    # Asked of ffmpeg's header parser, so the answer does not hang on the wording of decord's errors.
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio)
+    except av.FFmpegError as exc:
+        raise MediaError(path, f"file is corrupt or truncated (ffmpeg: {exc.strerror})") from None
+
+
+def _decode_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Whole audio track as float32 mono at ``sample_rate`` (decord resamples with ffmpeg's swresample).
+
+    torchaudio is not used: from 2.9 on its load() needs torchcodec, which this project does not install.
+    """
+    try:
+        reader = AudioReader(str(path), ctx=cpu(0), sample_rate=sample_rate, mono=True)
+        return np.ascontiguousarray(reader[:].asnumpy()[0], dtype=np.float32)
+    except _DECORD_ERRORS as exc:
+        raise MediaError(path, f"audio is corrupt or empty (decord: {_first_line(exc)})") from None
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, str | None]:
+    """Mono float32 audio of a clip and where it came from.
+
+    A video's own track wins ("video"), then ``NAME.wav`` beside ``NAME.mp4`` ("sidecar"); a clip with no
+    audio anywhere gives an empty array and None, since many emotion datasets ship silent videos.
+    An audio file (.wav, .flac, .mp3) is read directly ("file").
+    """
+    path = Path(path)
+    if path.suffix.lower() in AUDIO_EXTENSIONS:
+        return _decode_audio(_check_file(path, AUDIO_EXTENSIONS), sample_rate), "file"
+    path = _check_file(path, VIDEO_EXTENSIONS)
+    if _has_audio_stream(path):
+        return _decode_audio(path, sample_rate), "video"
+    sidecar = path.with_suffix(SIDECAR_SUFFIX)
+    if sidecar.is_file():
+        return _decode_audio(_check_file(sidecar, AUDIO_EXTENSIONS), sample_rate), "sidecar"
+    return np.zeros(0, dtype=np.float32), None
+
+
+def load_clip(path: str | os.PathLike, num_frames: int = 16, sample_rate: int = SAMPLE_RATE) -> Clip:
+    """``num_frames`` frames spread over the video (see ``videomae_indices``) and its audio."""
+    path = Path(path)
+    reader = open_video(path)
+    indices = videomae_indices(len(reader), num_frames)
+    frames = _read_batch(reader, indices, path)
+    audio, source = load_audio(path, sample_rate)
+    return Clip(
+        name=path.stem,
+        path=path,
+        frames=frames,
+        frame_indices=indices,
+        n_frames=len(reader),
+        fps=float(reader.get_avg_fps()),
+        audio=audio,
+        audio_found=source is not None,
+        audio_source=source,
+    )
