@@ -1,0 +1,276 @@
+"""Feature extraction over a folder of videos: decode in DataLoader workers, encode in batches, write the
+official per-clip ``.npy`` layout plus a ``manifest.jsonl``; safe to interrupt, rerun and resume.
+
+Per clip: 16 frames spread over the video are decoded once. The largest face is tracked over them and
+cropped (face MAE, mean over the crops), the 16 frames feed VideoMAE, the frame whose face deviates
+most from the clip's median face (the expression's apex) feeds EVA, and the audio (the video's track,
+else a sidecar ``.wav``) feeds HuBERT; a clip without audio gets a zero HuBERT vector.
+
+A clip counts as done only when its manifest line says ``ok`` with the same encoder fingerprint and
+all its files exist; every file is written atomically, so an interrupted run leaves no half files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from emotion_llama.config import ModelConfig
+from emotion_llama.datasets.faces import crop_faces, select_peak_frame, track_face
+from emotion_llama.datasets.features import FEATURE_DIRS, MODALITIES
+from emotion_llama.datasets.media import VIDEO_EXTENSIONS, load_clip
+from emotion_llama.errors import MediaError, UserError
+from emotion_llama.fileio import atomic_save_npy
+
+log = logging.getLogger(__name__)
+
+EXTRACT_VERSION = 1
+NUM_FRAMES = 16
+FACE_CROP = 224  # crops are stored at this size and resized by the MAE preprocessing
+
+
+@dataclass
+class ManifestEntry:
+    name: str
+    status: str  # "ok" | "failed"
+    reason: str | None = None
+    face_found: bool | None = None
+    audio_found: bool | None = None
+    peak_frame: int | None = None
+    n_frames: int | None = None
+    fingerprint: str | None = None
+
+
+@dataclass
+class ExtractCounts:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    def __str__(self) -> str:
+        return f"ok {self.ok} / failed {self.failed} / skipped {self.skipped}"
+
+
+def fingerprint(cfg: ModelConfig, num_frames: int = NUM_FRAMES, seed: int = 0) -> str:
+    """Identifies the encoders' weights and the sampling; features from another fingerprint are redone."""
+    key = {
+        "version": EXTRACT_VERSION, "size": cfg.encoder_size, "num_frames": num_frames,
+        "paths": {k: str(v) for k, v in sorted(cfg.encoder_paths.items())} if cfg.encoder_size == "real" else {},
+        "seed": seed if cfg.encoder_size == "tiny" else None,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Manifest:
+    """Append-only JSON lines, one per processed clip; the last line for a name wins."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def load(self) -> dict[str, ManifestEntry]:
+        entries: dict[str, ManifestEntry] = {}
+        if not self.path.is_file():
+            return entries
+        for line in self.path.read_text().splitlines():
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interrupted run; that clip is simply redone
+            entries[data["name"]] = ManifestEntry(**data)
+        return entries
+
+    def append(self, entry: ManifestEntry) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(asdict(entry)) + "\n"
+        # One write of one line with O_APPEND: ranks writing concurrently never interleave within a line.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
+def decode_clip(path: str | Path, num_frames: int = NUM_FRAMES) -> dict:
+    """Everything the encoders need from one video, as uint8 frames and float audio (CPU, picklable)."""
+    path = Path(path)
+    try:
+        clip = load_clip(path, num_frames=num_frames)
+    except MediaError as err:
+        return {"name": path.stem, "error": err.reason}
+    track = track_face(clip.frames)
+    faces = crop_faces(clip.frames, track, FACE_CROP)  # (N, S, S, 3)
+    peak = select_peak_frame(faces)
+    return {
+        "name": clip.name,
+        "frames": clip.frames,  # (N, H, W, 3)
+        "faces": faces,
+        "peak": peak,
+        "peak_frame": int(clip.frame_indices[peak]),
+        "face_box": track.boxes[peak].tolist(),
+        "face_found": track.found,
+        "audio": clip.audio,
+        "audio_found": clip.audio_found,
+        "n_frames": clip.n_frames,
+    }
+
+
+class VideoFolder(Dataset):
+    def __init__(self, paths: Sequence[Path], num_frames: int = NUM_FRAMES):
+        self.paths, self.num_frames = list(paths), num_frames
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        return decode_clip(self.paths[index], self.num_frames)
+
+
+class FeatureEncoders(nn.Module):
+    """The four frozen encoders, batched over clips: decoded clips -> per-clip feature arrays."""
+
+    def __init__(self, encoders: Mapping[str, nn.Module]):
+        super().__init__()
+        self.encoders = nn.ModuleDict(dict(encoders))
+
+    @torch.no_grad()
+    def forward(self, clips: Sequence[dict]) -> list[dict[str, np.ndarray]]:
+        enc = self.encoders
+        device = next(self.parameters()).device
+        faces = torch.stack([enc["mae"].preprocess(c["faces"]) for c in clips]).to(device)  # (B, N, 3, s, s)
+        video = torch.stack([enc["videomae"].preprocess(c["frames"]) for c in clips]).to(device)  # (B, 16, 3, s, s)
+        peaks = torch.cat([enc["eva"].preprocess(c["frames"][c["peak"]][None]) for c in clips]).to(device)
+        out = {
+            "mae": enc["mae"](faces).pooled,
+            "videomae": enc["videomae"](video).pooled,
+            "eva": enc["eva"](peaks).tokens,  # (B, 1+P, D) after ln_vision
+            "hubert": self._audio(clips, device),
+        }
+        arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
+        return [
+            {m: arrays[m][i].astype(np.float16 if m == "eva" else np.float32) for m in MODALITIES}
+            for i in range(len(clips))
+        ]
+
+    def _audio(self, clips: Sequence[dict], device: torch.device) -> torch.Tensor:
+        hubert = self.encoders["hubert"]
+        pooled = torch.zeros(len(clips), hubert.num_features, device=device)
+        # Too short a track (under HuBERT's 400-sample receptive field) counts as no audio.
+        have = [i for i, c in enumerate(clips) if c["audio_found"] and len(c["audio"]) >= 400]
+        if have:
+            waves = [hubert.preprocess(clips[i]["audio"]) for i in have]
+            width = max(len(w) for w in waves)
+            batch = torch.zeros(len(waves), width)
+            mask = torch.zeros(len(waves), width, dtype=torch.long)
+            for row, w in enumerate(waves):
+                batch[row, : len(w)], mask[row, : len(w)] = w, 1
+            pooled[have] = hubert(batch.to(device), mask.to(device)).pooled.float()
+        for i, c in enumerate(clips):
+            c["audio_found"] = i in have
+        return pooled
+
+
+class ExtractionModule(L.LightningModule):
+    """Lightning's predict loop gives batching, bf16 autocast and one shard of clips per GPU rank."""
+
+    def __init__(self, encoders: FeatureEncoders, output_dir: Path, dirs: Mapping[str, str], fp: str):
+        super().__init__()
+        self.encoders = encoders
+        self.output_dir, self.dirs, self.fp = output_dir, dict(dirs), fp
+        self.manifest = Manifest(output_dir / "manifest.jsonl")
+
+    def predict_step(self, batch: list[dict], batch_idx: int) -> list[ManifestEntry]:
+        good = [c for c in batch if "error" not in c]
+        entries = [ManifestEntry(c["name"], "failed", reason=c["error"], fingerprint=self.fp)
+                   for c in batch if "error" in c]
+        features = self.encoders(good) if good else []
+        for clip, feats in zip(good, features, strict=True):
+            for modality, array in feats.items():
+                atomic_save_npy(self.output_dir / self.dirs[modality] / f"{clip['name']}.npy", array)
+            entries.append(ManifestEntry(
+                clip["name"], "ok", face_found=bool(clip["face_found"]), audio_found=bool(clip["audio_found"]),
+                peak_frame=clip["peak_frame"], n_frames=clip["n_frames"], fingerprint=self.fp,
+            ))
+        for entry in entries:
+            self.manifest.append(entry)
+        return entries
+
+
+def list_inputs(input_dir: Path) -> list[Path]:
+    if not input_dir.is_dir():
+        raise UserError(f"{input_dir} is not a folder: set input_dir to the folder holding your videos")
+    return sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _is_done(entry: ManifestEntry | None, fp: str, output_dir: Path, dirs: Mapping[str, str]) -> bool:
+    if entry is None or entry.status != "ok" or entry.fingerprint != fp:
+        return False
+    return all((output_dir / dirs[m] / f"{entry.name}.npy").is_file() for m in MODALITIES)
+
+
+def extract_folder(
+    input_dir: str | Path,
+    output_dir: str | Path,
+    cfg: ModelConfig,
+    feature_dirs: Mapping[str, str] | None = None,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    progress: bool = True,
+    encoders: Mapping[str, nn.Module] | None = None,
+    limit: int | None = None,
+) -> ExtractCounts:
+    """Extract features for every video in ``input_dir`` not done yet; returns the counts."""
+    from emotion_llama.builder import build_encoders
+
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    dirs = {**FEATURE_DIRS, **(feature_dirs or {})}
+    fp = fingerprint(cfg)
+    manifest = Manifest(output_dir / "manifest.jsonl")
+    done = manifest.load()
+    counts = ExtractCounts()
+    todo = []
+    for path in list_inputs(input_dir)[:limit]:
+        if _is_done(done.get(path.stem), fp, output_dir, dirs):
+            counts.skipped += 1
+        elif path.suffix.lower() not in VIDEO_EXTENSIONS:
+            reason = f"unsupported extension {path.suffix or '(none)'} (expected {', '.join(VIDEO_EXTENSIONS)})"
+            manifest.append(ManifestEntry(path.stem, "failed", reason=reason, fingerprint=fp))
+            counts.failed += 1
+        else:
+            todo.append(path)
+    if todo:
+        encoders = encoders or build_encoders(cfg)
+        module = ExtractionModule(FeatureEncoders(encoders), output_dir, dirs, fp)
+        loader = DataLoader(VideoFolder(todo), batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
+            enable_model_summary=False, enable_progress_bar=progress,
+            precision="bf16-mixed" if _on_gpu(accelerator) else "32-true",
+        )
+        results = trainer.predict(module, loader, return_predictions=True) or []
+        for entry in (e for batch in results for e in batch):
+            counts.ok += entry.status == "ok"
+            counts.failed += entry.status == "failed"
+            if entry.status == "failed":
+                log.warning("%s: %s", entry.name, entry.reason)
+    return counts
+
+
+def _on_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def iter_failures(output_dir: str | Path) -> Iterable[ManifestEntry]:
+    return (e for e in Manifest(Path(output_dir) / "manifest.jsonl").load().values() if e.status == "failed")
