@@ -29,7 +29,10 @@ def prepare_synthetic(cfg: DictConfig) -> None:
 
     gen = cfg.data.generate
     generate(cfg.data.root, clips_per_label=gen.clips_per_label, seed=gen.seed, workers=gen.workers)
-    extract_folder(cfg.data.videos_dir, cfg.data.features_dir, model_config(cfg), feature_dirs=cfg.data.feature_dirs)
+    extract_folder(
+        cfg.data.videos_dir, cfg.data.features_dir, model_config(cfg), feature_dirs=cfg.data.feature_dirs,
+        num_workers=gen.workers, batch_size=8,
+    )
 
 
 def _dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, model, train: bool) -> MERRDataset | None:

@@ -30,6 +30,7 @@ from emotion_llama.config import ModelConfig
 from emotion_llama.datasets.faces import crop_faces, select_peak_frame, track_face
 from emotion_llama.datasets.features import FEATURE_DIRS, MODALITIES
 from emotion_llama.datasets.media import VIDEO_EXTENSIONS, load_clip
+from emotion_llama.datasets.noise import Corruption
 from emotion_llama.errors import MediaError, UserError
 from emotion_llama.fileio import atomic_save_npy
 
@@ -62,9 +63,12 @@ class ExtractCounts:
         return f"ok {self.ok} / failed {self.failed} / skipped {self.skipped}"
 
 
-def fingerprint(cfg: ModelConfig, num_frames: int = NUM_FRAMES, seed: int = 0) -> str:
-    """Identifies the encoders' weights and the sampling; features from another fingerprint are redone."""
+def fingerprint(
+    cfg: ModelConfig, num_frames: int = NUM_FRAMES, seed: int = 0, corruption: Corruption | None = None
+) -> str:
+    """Identifies the encoders' weights, the sampling and any corruption; other fingerprints are redone."""
     key = {
+        "corruption": corruption.key() if corruption and corruption.active else None,
         "version": EXTRACT_VERSION, "size": cfg.encoder_size, "num_frames": num_frames,
         "paths": {k: str(v) for k, v in sorted(cfg.encoder_paths.items())} if cfg.encoder_size == "real" else {},
         "seed": seed if cfg.encoder_size == "tiny" else None,
@@ -101,13 +105,15 @@ class Manifest:
             os.close(fd)
 
 
-def decode_clip(path: str | Path, num_frames: int = NUM_FRAMES) -> dict:
+def decode_clip(path: str | Path, num_frames: int = NUM_FRAMES, corruption: Corruption | None = None) -> dict:
     """Everything the encoders need from one video, as uint8 frames and float audio (CPU, picklable)."""
     path = Path(path)
     try:
         clip = load_clip(path, num_frames=num_frames)
     except MediaError as err:
         return {"name": path.stem, "error": err.reason}
+    if corruption is not None and corruption.active:
+        clip.frames, clip.audio = corruption.apply(clip.name, clip.frames, clip.audio)
     track = track_face(clip.frames)
     faces = crop_faces(clip.frames, track, FACE_CROP)  # (N, S, S, 3)
     peak = select_peak_frame(faces)
@@ -126,14 +132,14 @@ def decode_clip(path: str | Path, num_frames: int = NUM_FRAMES) -> dict:
 
 
 class VideoFolder(Dataset):
-    def __init__(self, paths: Sequence[Path], num_frames: int = NUM_FRAMES):
-        self.paths, self.num_frames = list(paths), num_frames
+    def __init__(self, paths: Sequence[Path], num_frames: int = NUM_FRAMES, corruption: Corruption | None = None):
+        self.paths, self.num_frames, self.corruption = list(paths), num_frames, corruption
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        return decode_clip(self.paths[index], self.num_frames)
+        return decode_clip(self.paths[index], self.num_frames, self.corruption)
 
 
 class FeatureEncoders(nn.Module):
@@ -230,18 +236,24 @@ def extract_folder(
     progress: bool = True,
     encoders: Mapping[str, nn.Module] | None = None,
     limit: int | None = None,
+    names: Iterable[str] | None = None,
+    corruption: Corruption | None = None,
 ) -> ExtractCounts:
-    """Extract features for every video in ``input_dir`` not done yet; returns the counts."""
+    """Extract features for every video in ``input_dir`` (or only those named ``names``) not done yet."""
     from emotion_llama.builder import build_encoders
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     dirs = {**FEATURE_DIRS, **(feature_dirs or {})}
-    fp = fingerprint(cfg)
+    fp = fingerprint(cfg, corruption=corruption)
     manifest = Manifest(output_dir / "manifest.jsonl")
     done = manifest.load()
     counts = ExtractCounts()
     todo = []
-    for path in list_inputs(input_dir)[:limit]:
+    inputs = list_inputs(input_dir)
+    if names is not None:
+        wanted = set(names)
+        inputs = [p for p in inputs if p.stem in wanted]
+    for path in inputs[:limit]:
         if _is_done(done.get(path.stem), fp, output_dir, dirs):
             counts.skipped += 1
         elif path.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -253,7 +265,7 @@ def extract_folder(
     if todo:
         encoders = encoders or build_encoders(cfg)
         module = ExtractionModule(FeatureEncoders(encoders), output_dir, dirs, fp)
-        loader = DataLoader(VideoFolder(todo), batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+        loader = DataLoader(VideoFolder(todo, corruption=corruption), batch_size=batch_size, num_workers=num_workers, collate_fn=list)
         trainer = L.Trainer(
             accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
             enable_model_summary=False, enable_progress_bar=progress,

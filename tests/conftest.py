@@ -69,7 +69,6 @@ def train_overrides(root: Path, out: Path, *extra: str) -> list[str]:
         f"data.fine_json={root}/fine.json",
         "data.generate=null",
         "data.batch_size=4",
-        "~callbacks.progress",
         "trainer.enable_progress_bar=false",
         *extra,
     ]
