@@ -28,7 +28,7 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
-from emotion_llama.builder import EncoderShapes, build_model
+from emotion_llama.builder import EncoderShapes, build_model, build_tokenizer
 from emotion_llama.config import ModelConfig
 from emotion_llama.errors import UserError
 from emotion_llama.model import EmotionLLaMA
@@ -99,7 +99,13 @@ def load_checkpoint(
     """Rebuild the model from ``config.yaml`` (``overrides`` e.g. a new ``llm_path``) and load its weights."""
     ckpt_dir = Path(ckpt_dir)
     cfg = read_config(ckpt_dir, overrides)
-    tokenizer = add_placeholders(AutoTokenizer.from_pretrained(str(ckpt_dir / "tokenizer")))
+    tok_dir = ckpt_dir / "tokenizer"
+    if tok_dir.is_dir():
+        tokenizer = add_placeholders(AutoTokenizer.from_pretrained(str(tok_dir)))
+    else:
+        # Imported official checkpoints carry no tokenizer unless the LLaMA folder was given: use paths.llm's.
+        cfg.check_llm_weights()
+        tokenizer = build_tokenizer(cfg)
     model = build_model(cfg, tokenizer, shapes)
     load_weights(model, ckpt_dir)
     return model.to(device), cfg, tokenizer

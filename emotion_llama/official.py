@@ -1,0 +1,271 @@
+"""Import the official Emotion-LLaMA checkpoint (MiniGPT-v2's ``Emotion_LLaMA.pth``) as a checkpoint folder.
+
+The official file holds only the trained tensors, under MiniGPT-v2's module names. Every one is renamed to
+ours and its shape checked against the model the config builds on the meta device (no weights needed)
+before anything is written, so a truncated or foreign checkpoint is refused instead of half-loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from peft import LoraConfig, get_peft_model_state_dict
+from safetensors.torch import save_file
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from emotion_llama.builder import EncoderShapes, _encoder_config, build_model, build_tokenizer, encoder_shapes
+from emotion_llama.checkpoint import CheckpointError
+from emotion_llama.config import ModelConfig
+from emotion_llama.errors import UserError
+
+# MiniGPT-v2 attribute -> our projector; feats_llama_proj1/2/3 follow the order of its feature list.
+PROJECTOR_NAMES = {
+    "llama_proj": "eva_patch",
+    "cls_tk_llama_proj": "eva_cls",
+    "feats_llama_proj1": "mae",
+    "feats_llama_proj2": "videomae",
+    "feats_llama_proj3": "hubert",
+}
+LLM_PREFIX = "llama_model."
+UNUSED_HEAD = "attention."  # a fusion head that is trained and saved but never used in forward
+PREVIEW = 10
+
+
+@dataclass
+class ImportReport:
+    source: str
+    preset: str
+    mapped: dict[str, int] = field(default_factory=dict)  # our group (lora or a projector) -> tensors
+    ignored: list[str] = field(default_factory=list)  # official keys with no counterpart in our model
+    unexpected: list[str] = field(default_factory=list)  # trained LLM/projector weights our model lacks
+    missing: list[str] = field(default_factory=list)  # our weights the checkpoint lacks
+    mismatched: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    epoch: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.mismatched or self.unexpected)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format(self) -> str:
+        epoch = "" if self.epoch is None else f" (epoch {self.epoch})"
+        mapped = ", ".join(f"{group} {n}" for group, n in self.mapped.items())
+        lines = [
+            f"import of {self.source}{epoch} into model {self.preset}",
+            f"  mapped      {sum(self.mapped.values())} tensors: {mapped or '-'}",
+            f"  ignored     {_listing(self.ignored)}",
+            f"  unexpected  {_listing(self.unexpected)}",
+            f"  missing     {_listing(self.missing)}",
+            f"  mis-shaped  {_listing(self.mismatched)}",
+        ]
+        return "\n".join(lines + [f"  note        {note}" for note in self.notes])
+
+    def refusal(self) -> str:
+        """One sentence saying why nothing was written and how to fix it."""
+        problems = [
+            f"{len(keys)} {what} (e.g. {keys[0]})"
+            for what, keys in (
+                ("weights missing", self.missing),
+                ("mis-shaped", self.mismatched),
+                ("trained weights the model has no place for", self.unexpected),
+            )
+            if keys
+        ]
+        return (
+            f"{self.source} does not fit model {self.preset}: {'; '.join(problems)}; nothing was written: "
+            "pass the complete official checkpoint or the model preset it was trained with"
+        )
+
+
+class OfficialImportError(CheckpointError):
+    def __init__(self, report: ImportReport):
+        super().__init__(report.refusal())
+        self.report = report
+
+
+def import_official(
+    ckpt_path: str | Path,
+    out_dir: str | Path,
+    cfg: ModelConfig,
+    shapes: EncoderShapes | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    eva_path: str | Path | None = None,
+) -> ImportReport:
+    """Convert ``ckpt_path`` into the checkpoint folder ``out_dir`` for the model ``cfg`` describes.
+
+    The tokenizer is saved when given, or when ``cfg`` names an LLM/tokenizer folder; otherwise the folder
+    has no ``tokenizer/`` and the one in ``paths.llm`` must be used at load time.
+    """
+    ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
+    if out_dir.exists():
+        raise CheckpointError(f"{out_dir} already exists: choose a new output folder or delete it")
+    state, epoch = read_official(ckpt_path)
+    shapes = shapes or encoder_shapes(cfg)
+    want = expected_weights(cfg, shapes)
+    report = ImportReport(source=str(ckpt_path), preset=cfg.preset, epoch=epoch)
+    lora, projectors = map_weights(state, want, report)
+    if not report.ok:
+        raise OfficialImportError(report)
+    if eva_path is not None:
+        check_eva(Path(eva_path), cfg, shapes)
+        cfg = replace(cfg, encoder_paths={**cfg.encoder_paths, "eva": str(eva_path)})
+        report.notes.append(f"EVA weights {eva_path} load; recorded as encoder_paths.eva")
+    if tokenizer is None:
+        tokenizer = _configured_tokenizer(cfg)
+    report.notes.append(_tokenizer_note(cfg, tokenizer))
+    with _staging_dir(out_dir) as tmp:
+        write_checkpoint(tmp, cfg, want.peft_config, lora, projectors, tokenizer, report)
+    return report
+
+
+def read_official(path: Path) -> tuple[dict[str, Tensor], int | None]:
+    """The tensors of a training checkpoint ``{model, optimizer, ...}`` or of a bare state dict, and its epoch."""
+    if not path.is_file():
+        raise UserError(f"{path} not found: pass the downloaded Emotion_LLaMA.pth")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as err:
+        raise UserError(
+            f"{path} is not a plain tensor checkpoint ({(str(err).splitlines() or [type(err).__name__])[0]}): if you trust it, "
+            "re-save its state dict with torch.save(torch.load(path, weights_only=False)['model'], new_path)"
+        ) from err
+    epoch = obj.get("epoch") if isinstance(obj, dict) else None
+    state = obj.get("model") if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"{path} holds no state dict of tensors: pass the official Emotion_LLaMA.pth")
+    return state, epoch if isinstance(epoch, int) else None
+
+
+def our_name(key: str) -> tuple[str, str] | None:
+    """(group, our key) for an official key, or None when our model has no such part."""
+    if key.startswith(LLM_PREFIX):
+        # peft >= 0.3 saves "lora_A.default.weight"; peft 0.2 and our adapter files omit the adapter name.
+        return "lora", key.removeprefix(LLM_PREFIX).replace(".default.", ".")
+    head, _, rest = key.partition(".")
+    if head in PROJECTOR_NAMES:
+        return PROJECTOR_NAMES[head], f"{PROJECTOR_NAMES[head]}.{rest}"
+    return None
+
+
+@dataclass
+class Expected:
+    """Our trainable tensors as meta tensors (names and shapes, no memory) and the adapter's peft config."""
+
+    lora: dict[str, Tensor]
+    projectors: dict[str, Tensor]
+    peft_config: LoraConfig
+
+
+def expected_weights(cfg: ModelConfig, shapes: EncoderShapes) -> Expected:
+    with torch.device("meta"):
+        model = build_model(cfg, tokenizer=None, shapes=shapes)
+    peft_config = model.llm.peft_config["default"]
+    return Expected(get_peft_model_state_dict(model.llm), dict(model.projectors.state_dict()), peft_config)
+
+
+def map_weights(state: dict[str, Tensor], want: Expected, report: ImportReport) -> tuple[dict, dict]:
+    """Rename ``state`` to our keys, check each against ``want`` and fill ``report``: (adapter, projectors)."""
+    out: dict[str, dict[str, Tensor]] = {"lora": {}, "projectors": {}}
+    counts: Counter[str] = Counter()
+    for key, tensor in state.items():
+        named = our_name(key)
+        if named is None:
+            report.ignored.append(key)
+            continue
+        group, ours = named
+        part = "lora" if group == "lora" else "projectors"
+        target = getattr(want, part).get(ours)
+        if target is None:
+            report.unexpected.append(key)
+        elif tuple(tensor.shape) != tuple(target.shape):
+            report.mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)}, model {tuple(target.shape)}")
+        else:
+            out[part][ours] = tensor.detach().contiguous()
+            counts[group] += 1
+    report.missing = [k for part in out for k in getattr(want, part) if k not in out[part]]
+    report.mapped = {g: counts[g] for g in ("lora", *PROJECTOR_NAMES.values()) if counts[g]}
+    unused = [k for k in report.ignored if k.startswith(UNUSED_HEAD)]
+    if unused:
+        report.notes.append(f"{len(unused)} tensors of the unused '{UNUSED_HEAD}*' fusion head ignored")
+    return out["lora"], out["projectors"]
+
+
+def check_eva(path: Path, cfg: ModelConfig, shapes: EncoderShapes) -> None:
+    """Fail now, not at the first inference, when the EVA file does not load into the configured EVA."""
+    from emotion_llama.encoders.eva import EvaEncoder
+
+    eva = EvaEncoder.from_pretrained(path, config=_encoder_config(cfg, "eva"))
+    if (eva.num_features, eva.num_patches) != (shapes.dims["eva"], shapes.eva_patches):
+        raise UserError(
+            f"{path} gives {eva.num_patches} EVA tokens of width {eva.num_features}, but the projectors expect "
+            f"{shapes.eva_patches} of width {shapes.dims['eva']}: pass the EVA ViT-g weights of this model"
+        )
+
+
+def write_checkpoint(
+    out: Path,
+    cfg: ModelConfig,
+    peft_config: LoraConfig,
+    lora: dict[str, Tensor],
+    projectors: dict[str, Tensor],
+    tokenizer: PreTrainedTokenizerBase | None,
+    report: ImportReport,
+) -> None:
+    """The files :func:`emotion_llama.checkpoint.load_checkpoint` reads (no materialised model needed)."""
+    # What PeftModel.save_pretrained records, so that peft's own loaders accept the adapter too.
+    peft_config.base_model_name_or_path = cfg.llm_path
+    peft_config.inference_mode = True
+    peft_config.save_pretrained(str(out / "adapter"))
+    save_file(lora, out / "adapter" / "adapter_model.safetensors")
+    save_file(projectors, out / "projectors.safetensors")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out / "tokenizer")
+    OmegaConf.save(OmegaConf.create(cfg.to_dict()), out / "config.yaml")
+    meta = {"stage": "imported", "format": "official Emotion-LLaMA (MiniGPT-v2)", "import": report.to_dict()}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def _configured_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase | None:
+    # Without a folder, build_tokenizer would make the tiny preset's tokenizer, which LLaMA's weights never saw.
+    return build_tokenizer(cfg) if (cfg.tokenizer_path or cfg.llm_path) else None
+
+
+def _tokenizer_note(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None) -> str:
+    if tokenizer is None:
+        return "no tokenizer saved: at load time it comes from paths.llm (pass overrides={'llm_path': ...})"
+    source = cfg.tokenizer_path or cfg.llm_path
+    return f"tokenizer saved from {source}" if source else "tokenizer saved"
+
+
+@contextmanager
+def _staging_dir(out_dir: Path) -> Iterator[Path]:
+    """A temporary sibling folder renamed to ``out_dir`` only when everything in it was written."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _listing(keys: list[str]) -> str:
+    if not keys:
+        return "none"
+    more = f", ... ({len(keys) - PREVIEW} more)" if len(keys) > PREVIEW else ""
+    return f"{len(keys)}: " + ", ".join(keys[:PREVIEW]) + more
