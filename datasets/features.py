@@ -13,7 +13,7 @@ pass ``dirs=MER2024_DIRS`` (or any mapping) to read those.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +80,25 @@ def drop_modalities(features: dict[str, torch.Tensor], drop: Iterable[str]) -> d
         for m in DROP_GROUPS[group]:
             out[m] = torch.zeros_like(out[m])
     return out
+
+
+class LazyFeatures(Mapping):
+    """Clip features read from the cache when a batch asks for them.
+
+    Holding a whole test set in memory does not scale: real EVA tokens are about 6 MB a clip in float32.
+    """
+
+    def __init__(self, store: FeatureStore, names: Sequence[str], drop: Sequence[str] = ()):
+        self.store, self.names, self.drop = store, list(names), list(drop)
+        self._known = set(self.names)
+
+    def __getitem__(self, name: str) -> dict[str, torch.Tensor]:
+        if name not in self._known:
+            raise KeyError(name)
+        return drop_modalities(self.store.load(name), self.drop)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -15,6 +17,8 @@ from emotion_llama.llm import LLAMA2_7B, apply_lora, load_llm
 from emotion_llama.model import EmotionLLaMA
 from emotion_llama.prompts import FEATURE_TOKEN, VIDEO_TOKEN
 from emotion_llama.tokenizer import base_vocab_size, build_tiny_tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,18 +48,32 @@ def encoder_shapes(cfg: ModelConfig) -> EncoderShapes:
     return EncoderShapes({n: e.num_features for n, e in encoders.items()}, encoders["eva"].num_patches)
 
 
-def build_encoders(cfg: ModelConfig, names: Iterable[str] = ENCODER_NAMES, seed: int = 0) -> dict:
-    """Frozen encoders: seeded random tiny ones, or real ones from their local weights."""
+def build_encoders(
+    cfg: ModelConfig, names: Iterable[str] = ENCODER_NAMES, seed: int = 0, random_tiny_ok: bool = False
+) -> dict:
+    """Frozen encoders from their local weights; tiny ones without a path are seeded random.
+
+    With ``random_tiny_ok`` a tiny preset whose pre-trained encoders are absent (a fresh clone before
+    ``make demo``) falls back to seeded random ones with a warning, instead of failing.
+    """
     out = {}
     for name in names:
         cls = ENCODERS[name]
-        if cfg.encoder_size == "tiny":
+        path = cfg.encoder_paths.get(name)
+        tiny = cfg.encoder_size == "tiny"
+        if tiny and path and not Path(path).exists() and random_tiny_ok:
+            log.warning("no pre-trained tiny %s encoder at %s: using a seeded random one (make demo creates it)",
+                        name, path)
+            path = None
+        if tiny and not path:
             out[name] = cls.tiny(seed=seed)
             continue
-        path = cfg.encoder_paths.get(name)
-        if not path:
-            raise WeightsNotFoundError(f"{name} encoder", "<unset>", f"paths.{name}")
-        out[name] = cls.from_pretrained(path)
+        key = "paths.tiny_encoders" if tiny else f"paths.{name}"
+        if not path or not Path(path).exists():
+            raise WeightsNotFoundError(f"{name} encoder", path or "<unset>", key)
+        # EVA files carry no architecture: the tiny preset's must be rebuilt at tiny size.
+        extra = {"config": cls.tiny_config()} if tiny and name == "eva" else {}
+        out[name] = cls.from_pretrained(path, **extra)
     return out
 
 

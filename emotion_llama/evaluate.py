@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion_llama.answers import parse_emotion, parse_like_original
 from emotion_llama.checkpoint import load_checkpoint
-from emotion_llama.datasets.features import FeatureStore, drop_modalities
+from emotion_llama.datasets.features import FeatureStore, LazyFeatures
 from emotion_llama.datasets.formats import (
     Sample,
     read_dfew_split,
@@ -43,7 +43,7 @@ from emotion_llama.fileio import atomic_path, atomic_write_text
 from emotion_llama.labels import MERR_LABELS
 from emotion_llama.metrics import SUMMARY_KEYS, classification_report, mean_over_folds, plot_confusion
 from emotion_llama.model import EmotionLLaMA
-from emotion_llama.prompts import PromptParts, emotion_instruction
+from emotion_llama.prompts import PromptParts, pick_instruction
 from emotion_llama.sequences import encode_answer, encode_prompt, pad_batch
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ class ClipPrediction:
 class Evaluator:
     """Batched closed-set scoring or greedy generation over clips with cached features."""
 
+    task = "emotion"
+
     def __init__(self, model: EmotionLLaMA, tokenizer, labels: Sequence[str], label_map: Mapping[str, str] | None = None,
                  batch_size: int = 16, max_new_tokens: int = 16, device: str | torch.device = "cpu"):
         self.model, self.tokenizer = model.eval(), tokenizer
@@ -90,14 +92,15 @@ class Evaluator:
         self.candidates = [encode_answer(tokenizer, label) for label in self.labels]
 
     def _batch(self, names: Sequence[str], subtitles: Mapping[str, str], features: Mapping[str, dict]):
-        instruction = emotion_instruction(self.labels)
+        instruction = pick_instruction(self.task, self.labels, None)
         prompts = [
-            encode_prompt(self.tokenizer, PromptParts(subtitles.get(n, ""), "emotion", instruction),
+            encode_prompt(self.tokenizer, PromptParts(subtitles.get(n, ""), self.task, instruction),
                           self.model.num_video_tokens, self.model.num_feature_tokens)
             for n in names
         ]
         ids, mask = pad_batch(prompts, self.tokenizer.pad_token_id, "left")
-        feats = {m: torch.stack([features[n][m] for n in names]).to(self.device) for m in features[names[0]]}
+        clips = [features[n] for n in names]  # one read per clip: ``features`` may load lazily
+        feats = {m: torch.stack([c[m] for c in clips]).to(self.device) for m in clips[0]}
         return ids.to(self.device), mask.to(self.device), feats
 
     def score(self, names, subtitles, features) -> list[ClipPrediction]:
@@ -153,8 +156,7 @@ def _features(cfg: DictConfig, store: FeatureStore, names: list[str], model_cfg)
         extract_folder(videos, store.root, model_cfg, feature_dirs=store.dirs, names=todo,
                        corruption=corruption, progress=False, num_workers=cfg.eval.num_workers)
     have, lack = store.split_available(names)
-    drop = list(cfg.eval.drop or [])
-    return {n: drop_modalities(store.load(n), drop) for n in have}, lack
+    return LazyFeatures(store, have, list(cfg.eval.drop or [])), lack
 
 
 def _overrides(cfg: DictConfig) -> dict:
@@ -180,6 +182,11 @@ def evaluate(cfg: DictConfig) -> dict:
     features_dir = cfg.eval.get("features_dir") or cfg.data.features_dir
     store = FeatureStore(features_dir, cfg.data.feature_dirs)
     features, missing = _features(cfg, store, names, model_cfg)
+    if not features:
+        raise UserError(
+            f"no test clip has features under {features_dir}: run tools/extract_features.py or set "
+            "data.videos_dir with eval.extract_missing=true"
+        )
     if missing:
         log.warning("%d of %d clips have no features and are reported as missing (e.g. %s)", len(missing), len(names), missing[0])
     evaluator = Evaluator(model, tokenizer, labels, cfg.data.get("label_map"), cfg.eval.batch_size,
@@ -204,7 +211,9 @@ def _subset_report(samples: list[Sample], preds: Mapping[str, ClipPrediction], l
 
 
 def _report(subsets, preds, labels, cfg) -> dict:
-    per = {name: _subset_report(samples, preds, labels, cfg.protocol) for name, samples in subsets.items() if samples}
+    # A subset none of whose clips has features is only listed under "missing".
+    per = {name: _subset_report(samples, preds, labels, cfg.protocol)
+           for name, samples in subsets.items() if any(s.name in preds for s in samples)}
     report = {"data": cfg.data.kind, "protocol": cfg.protocol, "checkpoint": str(cfg.checkpoint),
               "drop": list(cfg.eval.drop or []), "labels": labels, "subsets": per}
     if len(per) > 1:

@@ -70,10 +70,15 @@ def fingerprint(
     key = {
         "corruption": corruption.key() if corruption and corruption.active else None,
         "version": EXTRACT_VERSION, "size": cfg.encoder_size, "num_frames": num_frames,
-        "paths": {k: str(v) for k, v in sorted(cfg.encoder_paths.items())} if cfg.encoder_size == "real" else {},
-        "seed": seed if cfg.encoder_size == "tiny" else None,
+        # The modification time tells retrained weights at the same path apart.
+        "paths": {k: [str(v), _mtime(v)] for k, v in sorted(cfg.encoder_paths.items())},
+        "seed": seed if cfg.encoder_size == "tiny" and not cfg.encoder_paths else None,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _mtime(path: str | None) -> int | None:
+    return os.stat(path).st_mtime_ns if path and os.path.exists(path) else None
 
 
 class Manifest:
@@ -263,7 +268,7 @@ def extract_folder(
         else:
             todo.append(path)
     if todo:
-        encoders = encoders or build_encoders(cfg)
+        encoders = encoders or build_encoders(cfg, random_tiny_ok=True)
         module = ExtractionModule(FeatureEncoders(encoders), output_dir, dirs, fp)
         loader = DataLoader(VideoFolder(todo, corruption=corruption), batch_size=batch_size, num_workers=num_workers, collate_fn=list)
         trainer = L.Trainer(

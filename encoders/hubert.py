@@ -37,9 +37,10 @@ class HubertEncoder(HFEncoder):
             num_hidden_layers=2,
             num_attention_heads=2,
             intermediate_size=128,
-            conv_dim=(32, 32, 32),
-            conv_kernel=(10, 3, 3),
-            conv_stride=(5, 2, 2),
+            # The real feature extractor's strides (320 samples, 20 ms a frame): fewer frames, not fewer layers.
+            conv_dim=(32,) * 7,
+            conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+            conv_stride=(5, 2, 2, 2, 2, 2, 2),
             num_conv_pos_embeddings=16,
             num_conv_pos_embedding_groups=4,
             feat_extract_norm="layer",

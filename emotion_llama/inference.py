@@ -1,0 +1,301 @@
+"""Inference on raw videos: decode, encode, score the emotion labels and, if asked, explain the emotion.
+
+A :class:`Predictor` loads the checkpoint and its encoders once, then handles any number of videos in
+batches. Closed-set scores are the model's label log-likelihoods (each label + EOS scored as the answer,
+as the ``score`` evaluation protocol does) turned into probabilities with a softmax over the labels.
+A video that cannot be decoded becomes a :class:`Failure`; the others are still processed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from emotion_llama.builder import build_encoders
+from emotion_llama.checkpoint import load_checkpoint, read_config
+from emotion_llama.datasets.media import VIDEO_EXTENSIONS
+from emotion_llama.encoders.extract import FeatureEncoders, VideoFolder
+from emotion_llama.errors import UserError
+from emotion_llama.labels import MERR_LABELS
+from emotion_llama.prompts import PromptParts, emotion_instruction, pick_instruction
+from emotion_llama.sequences import encode_answer, encode_prompt, pad_batch
+
+TASKS = ("emotion", "reason")
+# Real-weight paths (Hydra's ``paths`` group) and the model config keys they replace in a checkpoint.
+PATH_KEYS = {"llm": "llm_path", "eva": "eva", "mae": "mae", "videomae": "videomae", "hubert": "hubert"}
+
+
+@dataclass
+class Prediction:
+    video: str
+    emotion: str
+    scores: dict[str, float]  # label -> probability, summing to 1
+    reasoning: str | None
+    subtitle: str
+    peak_frame: int
+    face_found: bool
+    audio_found: bool
+    face_box: list[int]  # x0, y0, x1, y1 in the peak frame; a centred square when no face was found
+    image: np.ndarray | None = field(default=None, repr=False)  # the peak frame, kept only for cards
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in vars(self).items() if k != "image"}
+        out["scores"] = {k: round(v, 4) for k, v in self.scores.items()}
+        return out
+
+
+@dataclass
+class Failure:
+    video: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.video}: {self.reason}"
+
+
+def expand_inputs(args: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders replaced by the video files inside them, sorted by name."""
+    args, out = [Path(a) for a in args], []
+    for arg in args:
+        if arg.is_dir():
+            out += sorted(p for p in arg.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        else:
+            out.append(arg)
+    if not out:
+        shown = " ".join(map(str, args))
+        raise UserError(f"no video files in {shown}: give videos ({', '.join(VIDEO_EXTENSIONS)}) or folders of them")
+    return out
+
+
+def model_overrides(ckpt_dir: str | Path, paths: Mapping[str, str | None]) -> dict:
+    """Model config overrides from the ``paths.*`` values a user gave; encoder paths not given keep the
+    checkpoint's. ``tiny_encoders`` moves the whole folder of the tiny preset's pre-trained encoders."""
+    given = {k: str(v) for k, v in paths.items() if k in PATH_KEYS and v}
+    out: dict = {}
+    if "llm" in given:
+        out["llm_path"] = given.pop("llm")
+    if paths.get("tiny_encoders"):
+        from emotion_llama.encoders.tiny_pretrain import tiny_encoder_paths
+
+        given = {**tiny_encoder_paths(paths["tiny_encoders"]), **given}
+    if given:
+        out["encoder_paths"] = {**read_config(ckpt_dir).encoder_paths, **given}
+    return out
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is available: use --device cpu")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """FFmpeg and decord write their own messages about a broken file straight to file descriptor 2;
+    the user gets the reason as one line from the Failure instead."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class Transcriber:
+    """Speech to text with a local Whisper folder, for videos that come without a subtitle."""
+
+    def __init__(self, model_dir: str | Path, device: torch.device):
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise UserError(
+                f"ASR model not found at {model_dir} (no config.json): pass --asr-model a local Whisper "
+                "folder saved with save_pretrained, or give subtitles with --subtitle/--subtitles"
+            )
+        from transformers import pipeline
+
+        self.pipe = pipeline("automatic-speech-recognition", model=str(model_dir), device=device)
+
+    def __call__(self, audio: np.ndarray, sample_rate: int = 16000) -> str:
+        return self.pipe({"raw": audio, "sampling_rate": sample_rate})["text"].strip()
+
+
+class Predictor:
+    """A checkpoint and its encoders, loaded once; ``predict`` runs any number of videos through them."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        overrides: Mapping | None = None,
+        device: str | torch.device | None = None,
+        labels: Sequence[str] = MERR_LABELS,
+        batch_size: int = 8,
+        max_new_tokens: int = 96,
+        num_workers: int = 0,
+        asr_model: str | Path | None = None,
+    ):
+        self.device = resolve_device(str(device) if device is not None else None)
+        self.model, self.cfg, self.tokenizer = load_checkpoint(checkpoint, dict(overrides or {}), self.device)
+        self.model.eval()
+        # The encoders feature extraction used for training: seeded tiny ones or those at the saved paths.
+        self.encoders = FeatureEncoders(build_encoders(self.cfg)).to(self.device).eval()
+        self.labels = list(labels)
+        self.candidates = [encode_answer(self.tokenizer, label) for label in self.labels]
+        self.batch_size, self.max_new_tokens, self.num_workers = batch_size, max_new_tokens, num_workers
+        self.asr = Transcriber(asr_model, self.device) if asr_model else None
+
+    def predict(self, paths: Iterable[str | Path], subtitles: Mapping[str, str] | str | None = None,
+                task: str = "emotion", keep_image: bool = False) -> list[Prediction | Failure]:
+        return list(self.predict_iter(paths, subtitles, task, keep_image))
+
+    def predict_iter(self, paths: Iterable[str | Path], subtitles: Mapping[str, str] | str | None = None,
+                     task: str = "emotion", keep_image: bool = False) -> Iterator[Prediction | Failure]:
+        """Results in input order, one batch at a time (the first answers come before the last video is read)."""
+        if task not in TASKS:
+            raise UserError(f"unknown task {task!r}: use --task emotion or --task reason")
+        paths = [Path(p) for p in paths]
+        loader = DataLoader(VideoFolder(paths), batch_size=self.batch_size, num_workers=self.num_workers,
+                            collate_fn=list)
+        batches = iter(loader)
+        for start in range(0, len(paths), self.batch_size):
+            with native_stderr_silenced():
+                clips = next(batches)
+            yield from self._batch(paths[start:start + len(clips)], clips, subtitles, task, keep_image)
+
+    def _batch(self, paths: list[Path], clips: list[dict], subtitles, task: str,
+               keep_image: bool) -> Iterator[Prediction | Failure]:
+        good = [i for i, c in enumerate(clips) if "error" not in c]
+        results: dict[int, Prediction | Failure] = {
+            i: Failure(str(paths[i]), c["error"] if paths[i].exists() else "file or folder not found")
+            for i, c in enumerate(clips) if "error" in c
+        }
+        if good:
+            ok = [clips[i] for i in good]
+            texts = [self._subtitle(paths[i], clips[i], subtitles) for i in good]
+            videos = [str(paths[i]) for i in good]
+            for i, pred in zip(good, self._predict_clips(videos, ok, texts, task), strict=True):
+                pred.image = clips[i]["frames"][clips[i]["peak"]] if keep_image else None
+                results[i] = pred
+        yield from (results[i] for i in range(len(clips)))
+
+    def _subtitle(self, path: Path, clip: dict, subtitles: Mapping[str, str] | str | None) -> str:
+        if isinstance(subtitles, str):
+            return subtitles
+        text = (subtitles or {}).get(path.stem)
+        if text is None and self.asr is not None and clip["audio_found"] and len(clip["audio"]):
+            return self.asr(clip["audio"])
+        return text or ""
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _features(self, clips: list[dict]) -> dict[str, torch.Tensor]:
+        with self._autocast():
+            per_clip = self.encoders(clips)  # also sets audio_found=False for tracks too short to use
+        return {m: torch.from_numpy(np.stack([f[m] for f in per_clip]).astype(np.float32)).to(self.device)
+                for m in per_clip[0]}
+
+    def _prompts(self, texts: list[str], task: str, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+        n_video, n_feature = self.model.num_video_tokens, self.model.num_feature_tokens
+        prompts = [encode_prompt(self.tokenizer, PromptParts(t, task, instruction), n_video, n_feature)
+                   for t in texts]
+        ids, mask = pad_batch(prompts, self.tokenizer.pad_token_id, "left")
+        return ids.to(self.device), mask.to(self.device)
+
+    def _predict_clips(self, videos: list[str], clips: list[dict], texts: list[str], task: str) -> list[Prediction]:
+        feats = self._features(clips)
+        ids, mask = self._prompts(texts, "emotion", emotion_instruction(self.labels))
+        with self._autocast():
+            logp = self.model.score_labels(ids, mask, feats, self.candidates).float()  # (B, K)
+        probs = logp.softmax(-1).cpu()
+        reasons = self._reason(texts, feats) if task == "reason" else [None] * len(clips)
+        rows = zip(videos, clips, texts, probs, reasons, strict=True)
+        return [self._prediction(*row) for row in rows]
+
+    def _reason(self, texts: list[str], feats: dict[str, torch.Tensor]) -> list[str]:
+        ids, mask = self._prompts(texts, "reason", pick_instruction("reason", self.labels, None))
+        with self._autocast():
+            new = self.model.generate(ids, mask, feats, max_new_tokens=self.max_new_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=self.tokenizer.eos_token_id)
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def _prediction(self, video: str, clip: dict, subtitle: str, probs: torch.Tensor,
+                    reasoning: str | None) -> Prediction:
+        scores = dict(zip(self.labels, probs.tolist(), strict=True))
+        return Prediction(
+            video=video, emotion=max(scores, key=scores.get), scores=scores, reasoning=reasoning,
+            subtitle=subtitle, peak_frame=int(clip["peak_frame"]), face_found=bool(clip["face_found"]),
+            audio_found=bool(clip["audio_found"]), face_box=[int(round(v)) for v in clip["face_box"]],
+        )
+
+
+def format_prediction(pred: Prediction) -> str:
+    """A readable block: the label, every probability (largest first), the cues found, the reasoning."""
+    lines = [pred.video, f"  emotion: {pred.emotion} ({pred.scores[pred.emotion]:.1%})"]
+    for label, p in sorted(pred.scores.items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {label:<9} {p:6.1%} {'#' * round(p * 30)}")
+    face = "found" if pred.face_found else "not found (centre crop used)"
+    lines.append(f"  face: {face}; audio: {'found' if pred.audio_found else 'none'}; peak frame {pred.peak_frame}")
+    lines.append(f"  subtitle: {pred.subtitle!r}")
+    if pred.reasoning is not None:
+        lines.append(f"  reasoning: {pred.reasoning}")
+    return "\n".join(lines)
+
+
+def card_paths(out: str | Path, videos: Sequence[str]) -> dict[str, Path]:
+    """Where each video's card goes: ``out`` itself for one video and a ``.png`` name; otherwise
+    ``OUT_<stem>.png`` beside it, or ``<stem>.png`` inside ``out`` when it is a folder (or has no suffix)."""
+    out = Path(out)
+    if out.is_dir() or not out.suffix:
+        return {v: out / f"{Path(v).stem}.png" for v in videos}
+    if len(videos) == 1:
+        return {videos[0]: out}
+    return {v: out.with_name(f"{out.stem}_{Path(v).stem}{out.suffix}") for v in videos}
+
+
+def save_card(pred: Prediction, path: str | Path) -> Path:
+    """The peak frame with its face box and predicted label beside a bar chart of the label probabilities."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from emotion_llama.fileio import atomic_path
+
+    if pred.image is None:
+        raise ValueError("the prediction has no peak frame: predict with keep_image=True")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4), gridspec_kw={"width_ratios": [1, 1.2]})
+    left.imshow(pred.image)
+    x0, y0, x1, y1 = pred.face_box
+    left.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2, color="lime",
+                             ls="-" if pred.face_found else "--"))
+    left.set_title(f"{pred.emotion} ({pred.scores[pred.emotion]:.0%})" + ("" if pred.face_found else ", no face"))
+    left.axis("off")
+    ranked = sorted(pred.scores.items(), key=lambda kv: kv[1])
+    colours = ["tab:orange" if label == pred.emotion else "tab:blue" for label, _ in ranked]
+    right.barh([label for label, _ in ranked], [p for _, p in ranked], color=colours)
+    right.set_xlim(0, 1)
+    right.set_xlabel("probability")
+    fig.suptitle(Path(pred.video).name)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)

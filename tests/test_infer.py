@@ -1,0 +1,179 @@
+"""Inference on raw videos: the Predictor on an untrained tiny checkpoint, and tools/infer.py end to end."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from emotion_llama.builder import build_model, build_tokenizer, encoder_shapes
+from emotion_llama.checkpoint import save_checkpoint
+from emotion_llama.config import ModelConfig
+from emotion_llama.datasets.formats import write_subtitles
+from emotion_llama.datasets.synthetic import plan_clips, synthesize_clip
+from emotion_llama.datasets.video_io import write_mp4
+from emotion_llama.errors import UserError
+from emotion_llama.inference import Failure, Prediction, Predictor, Transcriber, card_paths, model_overrides
+from emotion_llama.labels import MERR_LABELS
+
+INFER = Path(__file__).resolve().parents[1] / "tools" / "infer.py"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    # The tiny preset's encoders (their real shapes) with a smaller random LLM: nothing is trained.
+    arch = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=4, max_position_embeddings=1024)
+    cfg = ModelConfig(llm_arch=arch, lora=dict(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    tokenizer = build_tokenizer(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, tokenizer, encoder_shapes(cfg))
+    return save_checkpoint(model, cfg, tokenizer, tmp_path_factory.mktemp("ckpt") / "model")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    plans = plan_clips(clips_per_label=1, seed=3)
+    good = synthesize_clip(plans[0])
+    write_mp4(root / "good.mp4", good.frames, good.fps, good.audio)
+    second = synthesize_clip(plans[1])
+    write_mp4(root / "silent.mp4", second.frames, second.fps, audio=None)
+    flat = np.full((20, 96, 96, 3), 90, dtype=np.uint8)
+    write_mp4(root / "noface.mp4", flat, 12, good.audio[: 16000 * 20 // 12])
+    return root
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint) -> Predictor:
+    return Predictor(checkpoint, device="cpu", max_new_tokens=8)
+
+
+def start_cli(*args) -> subprocess.Popen:
+    # One thread each: two runs share the machine's two cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(INFER), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(INFER), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+NAMES = ("good", "noface", "silent")
+SUBTITLES = {"good": "I passed the exam", "silent": "a much longer sentence, so the other prompts are padded"}
+
+
+@pytest.fixture(scope="module")
+def base(predictor, videos) -> dict[str, Prediction]:
+    """The three videos scored in one batch (the Predictor's default batch holds them all)."""
+    preds = predictor.predict([videos / f"{n}.mp4" for n in NAMES], SUBTITLES)
+    assert all(isinstance(p, Prediction) for p in preds)
+    return {Path(p.video).stem: p for p in preds}
+
+
+def test_predictions_for_videos_with_and_without_face_and_audio(base):
+    assert tuple(base) == NAMES
+    for p in base.values():
+        assert list(p.scores) == list(MERR_LABELS)
+        assert sum(p.scores.values()) == pytest.approx(1.0, abs=1e-5)
+        assert p.emotion == max(p.scores, key=p.scores.get)
+        assert p.reasoning is None
+        assert len(p.face_box) == 4 and p.face_box[0] < p.face_box[2]
+        json.dumps(p.to_dict())
+    assert base["good"].face_found and base["good"].audio_found
+    assert not base["noface"].face_found and base["noface"].audio_found
+    assert base["silent"].face_found and not base["silent"].audio_found
+    assert base["good"].subtitle == "I passed the exam" and base["noface"].subtitle == ""
+
+
+def test_batched_scores_match_one_at_a_time(predictor, videos, base):
+    for name in ("good", "silent"):
+        alone = predictor.predict([videos / f"{name}.mp4"], SUBTITLES)[0]
+        np.testing.assert_allclose(list(alone.scores.values()), list(base[name].scores.values()), atol=1e-4)
+
+
+def test_subtitle_reaches_the_prompt(predictor, videos, base):
+    other = predictor.predict([videos / "good.mp4"], "This is awful")[0]
+    assert other.subtitle == "This is awful" and other.scores != base["good"].scores
+
+
+def test_reason_task_adds_an_explanation_without_changing_scores(predictor, videos, base):
+    reasoned = predictor.predict([videos / "good.mp4"], SUBTITLES, task="reason")[0]
+    assert isinstance(reasoned.reasoning, str)
+    np.testing.assert_allclose(list(reasoned.scores.values()), list(base["good"].scores.values()), atol=1e-5)
+
+
+def test_bad_files_fail_alone(predictor, videos, tmp_path):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(4000))
+    preds = predictor.predict([corrupt, videos / "good.mp4", tmp_path / "missing.mp4", tmp_path / "notes.txt"])
+    assert [type(p) for p in preds] == [Failure, Prediction, Failure, Failure]
+    assert "corrupt" in preds[0].reason and "not found" in preds[2].reason
+    assert all("\n" not in str(p) for p in preds if isinstance(p, Failure))
+
+
+def test_encoder_path_overrides_keep_the_saved_ones(checkpoint):
+    assert model_overrides(checkpoint, {"llm": None, "eva": None, "output_dir": "x"}) == {}
+    out = model_overrides(checkpoint, {"llm": "/m/llama", "hubert": "/m/hubert"})
+    assert out == {"llm_path": "/m/llama", "encoder_paths": {"hubert": "/m/hubert"}}
+    moved = model_overrides(checkpoint, {"tiny_encoders": "/enc", "eva": "/m/eva.pth"})["encoder_paths"]
+    assert moved["eva"] == "/m/eva.pth" and moved["hubert"] == str(Path("/enc") / "hubert")
+
+
+def test_card_names():
+    assert card_paths("c.png", ["v/a.mp4"]) == {"v/a.mp4": Path("c.png")}
+    assert card_paths("o/c.png", ["a.mp4", "b.avi"]) == {"a.mp4": Path("o/c_a.png"), "b.avi": Path("o/c_b.png")}
+    assert card_paths("cards", ["x/a.mp4"]) == {"x/a.mp4": Path("cards/a.png")}
+
+
+def test_missing_asr_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="--asr-model"):
+        Transcriber(tmp_path / "whisper", torch.device("cpu"))
+
+
+def test_cli_json_and_text(checkpoint, videos, predictor, base, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(videos, src)
+    (src / "corrupt.mp4").write_bytes(np.random.default_rng(1).bytes(4000))
+    (src / "readme.txt").write_text("folders keep only their videos")
+    write_subtitles(tmp_path / "subs.csv", SUBTITLES)
+    cards = tmp_path / "cards" / "c.png"
+    # Both runs at once: most of each is Python importing torch and transformers.
+    as_json = start_cli(src, "--checkpoint", checkpoint, "--json", "--device", "cpu", "--card", cards,
+                        "--subtitles", tmp_path / "subs.csv")
+    as_text = start_cli(videos / "good.mp4", "--checkpoint", checkpoint, "--task", "reason", "--subtitle", "I won")
+    out, err = as_json.communicate(timeout=180)
+    assert as_json.returncode == 1, err
+    reason = predictor.predict([src / "corrupt.mp4"])[0].reason
+    assert err.strip().splitlines() == [f"error: {src / 'corrupt.mp4'}: {reason}"]
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [Path(r["video"]).stem for r in rows] == list(NAMES)
+    for row in rows:
+        expected = base[Path(row["video"]).stem]
+        assert row["emotion"] == expected.emotion and row["subtitle"] == expected.subtitle
+        assert row["face_found"] == expected.face_found and row["audio_found"] == expected.audio_found
+        assert sum(row["scores"].values()) == pytest.approx(1.0, abs=1e-3)
+    for name in ("good", "noface", "silent"):
+        image = matplotlib.image.imread(cards.with_name(f"c_{name}.png"))
+        assert image.shape[0] > 0 and image.shape[1] > 0
+    assert not list(cards.parent.glob("*.tmp"))
+
+    out, err = as_text.communicate(timeout=180)
+    assert as_text.returncode == 0, err
+    assert "emotion: " in out and "reasoning: " in out and "'I won'" in out
+    assert "Traceback" not in err
+
+
+def test_cli_without_checkpoint_or_with_a_bad_override(videos, tmp_path):
+    proc = cli(videos / "good.mp4", f"paths.output_dir={tmp_path}")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "make demo" in proc.stderr
+    proc = cli(videos / "good.mp4", "nonsense.key=1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nonsense.key" in proc.stderr
