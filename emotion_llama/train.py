@@ -23,14 +23,18 @@ log = logging.getLogger(__name__)
 
 
 def prepare_synthetic(cfg: DictConfig) -> None:
-    """Generate the synthetic set and extract its features when absent (no-op when complete)."""
+    """Generate the synthetic set, pre-train the tiny encoders and extract features when absent."""
     from emotion_llama.datasets.synthetic import generate
     from emotion_llama.encoders.extract import extract_folder
+    from emotion_llama.encoders.tiny_pretrain import pretrain_tiny_encoders
 
     gen = cfg.data.generate
     generate(cfg.data.root, clips_per_label=gen.clips_per_label, seed=gen.seed, workers=gen.workers)
+    model_cfg = model_config(cfg)
+    if model_cfg.encoder_size == "tiny" and model_cfg.encoder_paths:
+        pretrain_tiny_encoders(cfg.data.root, cfg.paths.tiny_encoders, workers=gen.workers)
     extract_folder(
-        cfg.data.videos_dir, cfg.data.features_dir, model_config(cfg), feature_dirs=cfg.data.feature_dirs,
+        cfg.data.videos_dir, cfg.data.features_dir, model_cfg, feature_dirs=cfg.data.feature_dirs,
         num_workers=gen.workers, batch_size=8,
     )
 
