@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from transformers import AutoTokenizer
 from emotion_llama.builder import EncoderShapes, build_model, build_tokenizer
 from emotion_llama.config import ModelConfig
 from emotion_llama.errors import UserError
+from emotion_llama.fileio import atomic_dir
 from emotion_llama.model import EmotionLLaMA
 from emotion_llama.tokenizer import add_placeholders
 
@@ -61,9 +60,7 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint into a temporary folder and move it into place when complete."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.llm.save_pretrained(tmp / "adapter")
         save_file(_contiguous(model.projectors.state_dict()), tmp / "projectors.safetensors")
         if cfg.llm_path is None:
@@ -71,12 +68,6 @@ def save_checkpoint(
         tokenizer.save_pretrained(tmp / "tokenizer")
         OmegaConf.save(OmegaConf.create(cfg.to_dict()), tmp / "config.yaml")
         (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2, default=str))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir
 
 

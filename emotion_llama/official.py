@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +24,7 @@ from emotion_llama.builder import EncoderShapes, _encoder_config, build_model, b
 from emotion_llama.checkpoint import CheckpointError
 from emotion_llama.config import ModelConfig
 from emotion_llama.errors import UserError
+from emotion_llama.fileio import atomic_dir
 
 # MiniGPT-v2 attribute -> our projector; feats_llama_proj1/2/3 follow the order of its feature list.
 PROJECTOR_NAMES = {
@@ -127,7 +124,7 @@ def import_official(
     if tokenizer is None:
         tokenizer = _configured_tokenizer(cfg)
     report.notes.append(_tokenizer_note(cfg, tokenizer))
-    with _staging_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, replace=False) as tmp:  # an existing folder was refused above
         write_checkpoint(tmp, cfg, want.peft_config, lora, projectors, tokenizer, report)
     return report
 
@@ -249,19 +246,6 @@ def _tokenizer_note(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None)
         return "no tokenizer saved: at load time it comes from paths.llm (pass overrides={'llm_path': ...})"
     source = cfg.tokenizer_path or cfg.llm_path
     return f"tokenizer saved from {source}" if source else "tokenizer saved"
-
-
-@contextmanager
-def _staging_dir(out_dir: Path) -> Iterator[Path]:
-    """A temporary sibling folder renamed to ``out_dir`` only when everything in it was written."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        yield tmp
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _listing(keys: list[str]) -> str:
