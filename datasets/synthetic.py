@@ -469,15 +469,16 @@ class Voice:
 
 
 def sample_voice(voice_group: int, weak: bool, rng: np.random.Generator) -> tuple[Voice, list[str]]:
-    speaker_f0 = rng.uniform(100, 210)
+    # Speakers differ less than the groups' pitch levels do, so a high or low pitch is a cue, not a speaker trait.
+    speaker_f0 = rng.uniform(110, 150)
     if weak:
         # Same monotone whatever the label: mid level, a syllable rate anywhere in the range of all groups.
         return Voice(speaker_f0, rng.uniform(0.09, 0.13), rng.uniform(2.5, 6.5), "flat"), ["voice_flat"]
     if voice_group == 0:
-        voice = Voice(speaker_f0 * 1.45, rng.uniform(0.2, 0.28), rng.uniform(5.5, 7.0), "swings")
+        voice = Voice(speaker_f0 * 1.6, rng.uniform(0.2, 0.28), rng.uniform(5.5, 7.0), "swings")
         return voice, ["loud", "high_pitch", "fast", "pitch_swings"]
     if voice_group == 1:
-        voice = Voice(speaker_f0 * 0.8, rng.uniform(0.035, 0.055), rng.uniform(2.2, 3.2), "falling")
+        voice = Voice(speaker_f0 * 0.7, rng.uniform(0.035, 0.055), rng.uniform(2.2, 3.2), "falling")
         return voice, ["soft", "low_pitch", "slow", "falling"]
     voice = Voice(speaker_f0, rng.uniform(0.09, 0.13), rng.uniform(3.8, 4.6), "rising_end")
     return voice, ["medium_level", "steady_pitch", "rising_end"]
@@ -633,8 +634,9 @@ def synthesize_clip(plan: ClipPlan) -> Clip:
     fps = int(rng.integers(12, 16))
     n_frames = int(round(rng.uniform(1.5, 3.0) * fps))
     peak = int(round(rng.uniform(0.3, 0.7) * (n_frames - 1)))
-    # Narrow enough that the face is nearly relaxed again at both ends of the clip.
-    curve = expression_curve(n_frames, peak, width=min(peak, n_frames - 1 - peak) / rng.uniform(2.0, 2.6))
+    # Held over much of the utterance, as expressions are in speech, yet relaxing towards both ends: a face
+    # shown only at a brief apex would be lost in the utterance-level average the face features take.
+    curve = expression_curve(n_frames, peak, width=min(peak, n_frames - 1 - peak) / rng.uniform(1.5, 1.9))
     peak_expr, face_cues = peak_expression(r, plan.weak == "face", rng)
     voice, voice_cues = sample_voice(c, plan.weak == "voice", rng)
     sentence = make_sentence(None if plan.weak == "text" else t, rng)

@@ -150,7 +150,8 @@ def test_the_stored_peak_frame_shows_the_largest_expression(fine):
         if not weak:
             # Next to the peak the expression differs by a hair, and rasterising may round either way.
             assert abs(int(np.argmax(change)) - clip.peak) <= 1 and change[clip.peak] >= 0.95 * max(change)
-            assert change[clip.peak] > 3 * max(change[0], change[-1], 1)
+            # Held over much of the clip, the expression still relaxes towards both ends.
+            assert change[clip.peak] > 1.5 * max(change[0], change[-1], 1)
     assert peak_change[True] and max(peak_change[True]) < 0.5 * min(peak_change[False])  # a weak face barely moves
 
 
