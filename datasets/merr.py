@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,19 +114,29 @@ class MERRDataset(Dataset):
             return "emotion"
         return rng.choices(tasks, weights=[self.tasks[t] for t in tasks])[0]
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        """``key`` is an index, or ``(epoch, index)`` from :class:`EpochSampler` so that the task drawn
-        depends only on (seed, epoch, index): reruns and resumed runs see the same examples."""
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+    def _example(self, epoch: int, index: int) -> tuple[str, dict[str, list[int]]]:
+        """The task drawn for (seed, epoch, index) and its prompt + answer ids."""
         rec = self.records[index]
         rng = random.Random((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
         task = self._draw_task(rec, rng) if self.train else "emotion"
         instruction = pick_instruction(task, self.labels, rng if self.train else None)
         subtitle = "" if "text" in self.drop else rec.subtitle
-        example = encode_example(
+        return task, encode_example(
             self.tokenizer, PromptParts(subtitle, task, instruction), self._answer(rec, task),
             *self.tokens, max_length=self.max_length,
         )
+
+    def length(self, epoch: int, index: int) -> int:
+        """Token count of the example ``(epoch, index)`` will be, for length-grouped batching."""
+        return len(self._example(epoch, index)[1]["input_ids"])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key`` is an index, or ``(epoch, index)`` from :class:`EpochSampler` so that the task drawn
+        depends only on (seed, epoch, index): reruns and resumed runs see the same examples."""
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        rec = self.records[index]
+        task, example = self._example(epoch, index)
+        subtitle = "" if "text" in self.drop else rec.subtitle
         prompt = encode_prompt(
             self.tokenizer, PromptParts(subtitle, "emotion", emotion_instruction(self.labels)), *self.tokens
         )
@@ -147,8 +157,14 @@ class EpochSampler(torch.utils.data.Sampler):
     uninterrupted one would be.
     """
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True):
+    def __init__(
+        self, size: int, seed: int = 0, shuffle: bool = True,
+        length: Callable[[int, int], int] | None = None, group_size: int = 0,
+    ):
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+        # With ``length``, each run of ``group_size`` shuffled examples is sorted longest first, so that
+        # consecutive batches hold examples of similar length and little of each batch is padding.
+        self.length, self.group_size = length, group_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -161,6 +177,9 @@ class EpochSampler(torch.utils.data.Sampler):
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
             order = torch.randperm(self.size, generator=g).tolist()
+        if self.length is not None and self.group_size > 1:
+            order = [i for start in range(0, self.size, self.group_size)
+                     for i in sorted(order[start:start + self.group_size], key=lambda i: -self.length(self.epoch, i))]
         return ((self.epoch, i) for i in order)
 
 

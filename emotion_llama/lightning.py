@@ -101,8 +101,10 @@ class EmotionDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        length_grouped: bool = False,
     ):
         super().__init__()
+        self.length_grouped = length_grouped
         self.train_set, self.val_set = train_set, val_set
         self.collate = partial(collate, pad_id=pad_id)
         self.batch_size = batch_size
@@ -111,10 +113,13 @@ class EmotionDataModule(L.LightningDataModule):
         self.seed = seed
 
     def _loader(self, dataset: MERRDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        grouped = self.length_grouped and shuffle
+        sampler = EpochSampler(len(dataset), self.seed, shuffle, length=dataset.length if grouped else None,
+                               group_size=batch_size * 16)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochSampler(len(dataset), self.seed, shuffle),
+            sampler=sampler,
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

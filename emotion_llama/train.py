@@ -87,7 +87,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     val_set = _dataset(cfg, "val", store, tokenizer, model, train=False)
     datamodule = EmotionDataModule(
         train_set, val_set, tokenizer.pad_token_id, cfg.data.batch_size, cfg.data.val_batch_size,
-        cfg.data.num_workers, cfg.seed,
+        cfg.data.num_workers, cfg.seed, length_grouped=cfg.data.get("length_grouped", False),
     )
     module = EmotionLLaMAModule(
         model,
