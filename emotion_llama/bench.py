@@ -35,6 +35,7 @@ import torch
 from omegaconf import OmegaConf
 
 from emotion_llama.errors import UserError
+from emotion_llama.llm import enable_checkpointing
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -330,15 +331,6 @@ def to_device(batch: dict, device: torch.device) -> dict:
     feats = {m: t.to(device) for m, t in batch["features"].items()}
     return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
             "labels": batch["labels"].to(device), "features": feats}
-
-
-def enable_checkpointing(llm: torch.nn.Module) -> None:
-    """Activation checkpointing on every decoder layer; transformers 5 renamed gradient_checkpointing_enable."""
-    kwargs = {"use_reentrant": False}  # the reentrant form drops gradients when the inputs need none
-    if hasattr(llm, "activation_checkpointing_enable"):
-        llm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def train_step_fn(model, variant: Variant, device: torch.device) -> Callable[[dict], None]:

@@ -66,3 +66,12 @@ def apply_lora(llm: PreTrainedModel, spec: LoraSpec) -> PeftModel:
 
 def lora_parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+
+
+def enable_checkpointing(llm: torch.nn.Module) -> None:
+    """Activation checkpointing on every decoder layer; transformers 5 renamed gradient_checkpointing_enable."""
+    kwargs = {"use_reentrant": False}  # the reentrant form drops gradients when the inputs need none
+    if hasattr(llm, "activation_checkpointing_enable"):
+        llm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

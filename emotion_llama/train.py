@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_llama.builder import build_model, build_tokenizer
@@ -17,6 +18,7 @@ from emotion_llama.datasets.features import FeatureStore
 from emotion_llama.datasets.merr import MERRDataset, keep_with_features, load_records
 from emotion_llama.errors import UserError
 from emotion_llama.lightning import EmotionDataModule, EmotionLLaMAModule
+from emotion_llama.llm import enable_checkpointing
 from emotion_llama.sequences import encode_answer
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     if cfg.data.get("generate"):
         prepare_synthetic(cfg)
     model, model_cfg, tokenizer = _model_and_tokenizer(cfg)
+    if cfg.get("activation_checkpointing"):
+        enable_checkpointing(model.llm.get_base_model())
     store = FeatureStore(cfg.data.features_dir, cfg.data.feature_dirs)
     train_set = _dataset(cfg, "train", store, tokenizer, model, train=True)
     val_set = _dataset(cfg, "val", store, tokenizer, model, train=False)
@@ -99,11 +103,12 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in cfg.get("logger", {}).values()]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    fitted = torch.compile(module) if cfg.get("compile") else module
     last = Path(cfg.run_dir, "checkpoints", "last.ckpt")
     ckpt_path = str(last) if cfg.resume and last.is_file() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(fitted, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     export = Path(cfg.run_dir, "model")
     if trainer.is_global_zero:

@@ -83,3 +83,14 @@ def test_length_grouped_batches_pad_less_and_keep_every_example(merr_folder, tin
     assert sorted(i for _, i in grouped) == list(range(len(data)))
     assert list(grouped) == list(grouped)  # deterministic for (seed, epoch)
     assert padding(grouped) < padding(plain)
+
+
+def test_activation_checkpointing_switch_trains(merr_folder, tmp_path):
+    out = tmp_path / "ckpt"
+    metrics, objs = train(cfg_for(train_overrides(
+        merr_folder, out, "experiment=tiny_coarse", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "activation_checkpointing=true")))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert objs["model"].llm.get_base_model().is_gradient_checkpointing
+    lora_b = [p for n, p in objs["model"].named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in lora_b)  # gradients reached the adapters through recomputation
