@@ -12,6 +12,7 @@ face row \\ voice column    c0 loud, high, fast,     c1 soft, low, slow,        
 r0 raised brows, wide       surprise (text t0)      fear (text t1)             worried (text t2)
 eyes, open mouth
 r1 mouth corners up,        happy (text t1)         contempt (text t2)         doubt (text t0)
+teeth, raised cheeks,
 relaxed brows
 r2 lowered knitted brows,   angry (text t2)         sad (text t0)              neutral (text t1)
 narrowed lids, flat/down
@@ -66,7 +67,7 @@ from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_write_text
 from emotion_llama.labels import DFEW_LABELS, MER_LABELS, MERR_LABELS
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SIZE = 160
 SAMPLE_RATE = 16000
 N_DFEW_FOLDS = 5
@@ -414,18 +415,28 @@ def draw_expression(img: np.ndarray, app: Appearance, expr: np.ndarray) -> None:
                       cv2.LINE_AA, _SHIFT)
     for side in (-1, 1):
         _ellipse(img, side * 3.5, 15, 2.2, 1.4, (60, 40, 40))
-    cv2.fillPoly(img, [_mouth_polygon(app.mouth_y, mouth_open, curve, asym)], (70, 20, 25), cv2.LINE_AA, _SHIFT)
-    cv2.polylines(img, [_mouth_polygon(app.mouth_y, mouth_open, curve, asym)], True, app.lip, 3,
-                  cv2.LINE_AA, _SHIFT)
+        if curve > 0:
+            # Cheek raiser (AU6) with the smile: a lit bulge under each eye and a pushed-up lower lid.
+            _ellipse(img, side * (app.eye_dx + 2), app.eye_y + 13, 9, 5,
+                     tuple(min(255.0, v * (1 + 0.25 * curve)) for v in app.skin))
+            _ellipse(img, side * app.eye_dx, app.eye_y + 4, 8.5, 3.0 * curve, (25, 20, 20), 200, 340, 2)
+    mouth = _mouth_polygon(app.mouth_y, mouth_open, curve, asym)
+    cv2.fillPoly(img, [mouth], (70, 20, 25), cv2.LINE_AA, _SHIFT)
+    if curve > 0:
+        # A smile parts the lips over the upper teeth: the mouth's inside turns white as the corners rise.
+        teeth = tuple(70 + (v - 70) * min(1.0, 1.5 * curve) for v in (235, 230, 215))
+        cv2.fillPoly(img, [_mouth_polygon(app.mouth_y - 1, mouth_open, 0.8 * curve, asym)], teeth,
+                     cv2.LINE_AA, _SHIFT)
+    cv2.polylines(img, [mouth], True, app.lip, 3, cv2.LINE_AA, _SHIFT)
 
 
 def _mouth_polygon(my: float, mouth_open: float, curve: float, asym: float) -> np.ndarray:
-    w = 13 - 2 * mouth_open + 2 * max(curve, 0)
+    w = 13 - 2 * mouth_open + 4 * max(curve, 0)
     opening = 9 * max(mouth_open, 0)
     smile = max(curve, 0)
     upper = [(x, my - 0.6 * opening - 1.5 * (1 - abs(x) / w) * smile) for x in np.linspace(-0.6 * w, 0.6 * w, 5)]
-    lower = [(x, my + opening + 3 * (1 - (x / w) ** 2) * smile + 1) for x in np.linspace(0.6 * w, -0.6 * w, 5)]
-    corners = [(-w, my - 6 * curve - 3 * asym), (w, my - 6 * curve + 3 * asym)]
+    lower = [(x, my + opening + 6 * (1 - (x / w) ** 2) * smile + 1) for x in np.linspace(0.6 * w, -0.6 * w, 5)]
+    corners = [(-w, my - 8 * curve - 3 * asym), (w, my - 8 * curve + 3 * asym)]
     points = [corners[0], *upper, corners[1], *lower]
     return np.array([_pt(*p) for p in points], np.int32)
 

@@ -3,7 +3,7 @@ official per-clip ``.npy`` layout plus a ``manifest.jsonl``; safe to interrupt, 
 
 Per clip: 16 frames spread over the video are decoded once. The largest face is tracked over them and
 cropped (face MAE, mean over the crops), the 16 frames feed VideoMAE, the frame whose face deviates
-most from the clip's median face (the expression's apex) feeds EVA, and the audio (the video's track,
+most from the clip's first and last faces (the expression's apex) feeds EVA, and the audio (the video's track,
 else a sidecar ``.wav``) feeds HuBERT; a clip without audio gets a zero HuBERT vector.
 
 A clip counts as done only when its manifest line says ``ok`` with the same encoder fingerprint and

@@ -19,17 +19,16 @@ Choices, each measured with a linear probe on the extracted features (face group
 group from pooled HuBERT, weak clips a 4th class):
 
 - Every encoder trains on exactly the vector extraction gives the fusion model: the face MAE on the mean
-  over all 16 crops, HuBERT on the whole clip pooled over its frames. The detected "peak" frame is often
-  far from the true apex (median 4 frames off, a quarter of clips off by 40 % of the clip), so crops
-  "around the peak" teach little, and a linear probe on raw pixels is better on the 16-crop mean (0.85)
-  than on the peak crop (0.65).
+  over all 16 crops, HuBERT on the whole clip pooled over its frames. The detected peak frame is a
+  few frames off the true apex (8 % of the clip, median), so crops "around the peak" would teach less
+  than the mean over all crops.
 - Next to the multi-label cue head, a 4-way cue-group head (the group's defining cue, or the "weak" cue)
   gives a direct, linearly separable target; both come from the cue lists only.
 - HuBERT's random conv front end, frozen, keeps almost nothing (a probe on its pooled output: 0.3-0.4),
   so it trains; only its first layer, a fixed random filter bank, stays frozen and is computed once.
 - The encoders train in eval mode: HuBERT's attention dropout alone took over half of a step on a CPU.
 - VideoMAE keeps its random weights: the face MAE and EVA already learn the expression cues.
-- EVA barely learns from the single peak frame, for the same reason as above: it is often not the apex.
+- EVA learns least: one whole frame per clip, the face a small part of it, 252 training images.
 """
 
 from __future__ import annotations

@@ -186,6 +186,13 @@ def test_peak_frame_is_the_widest_expression(media):
     assert clip.frame_indices[select_peak_frame(darker)] in APEX
 
 
+def test_peak_frame_of_an_expression_held_over_most_of_the_clip():
+    # Relaxed only at both ends: the clip's median face already shows the expression, the ends do not.
+    levels = [0.0, 0.3, 0.6, 0.75, 0.8, 0.85, 0.9, 1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.6, 0.3, 0.0]
+    crops = np.stack([draw_face(expression=e) for e in levels])
+    assert select_peak_frame(crops) == 7
+
+
 def test_no_face_falls_back_to_a_centre_square(media):
     frames = load_clip(media["noface"], num_frames=4).frames
     track = track_face(frames)
