@@ -9,6 +9,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
+import torchaudio
 from decord import AudioReader, DECORDError, VideoReader, cpu
 
 from emotion_llama.errors import MediaError
@@ -138,25 +140,39 @@ def read_frames(path_or_reader: str | os.PathLike | VideoReader, indices: np.nda
     return _read_batch(open_video(path_or_reader), indices, Path(path_or_reader))
 
 
-def _has_audio_stream(path: Path) -> bool:
-    # Asked of ffmpeg's header parser, so the answer does not hang on the wording of decord's errors.
-    try:
-        with av.open(str(path)) as container:
-            return bool(container.streams.audio)
-    except av.FFmpegError as exc:
-        raise MediaError(path, f"file is corrupt or truncated (ffmpeg: {exc.strerror})") from None
+def _audio_rate(path: Path) -> int | None:
+    """Sample rate of the first audio stream, None when there is none.
 
-
-def _decode_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """Whole audio track as float32 mono at ``sample_rate`` (decord resamples with ffmpeg's swresample).
-
-    torchaudio is not used: from 2.9 on its load() needs torchcodec, which this project does not install.
+    Asked of ffmpeg's header parser, so the answer does not hang on the wording of decord's errors.
     """
     try:
-        reader = AudioReader(str(path), ctx=cpu(0), sample_rate=sample_rate, mono=True)
-        return np.ascontiguousarray(reader[:].asnumpy()[0], dtype=np.float32)
+        with av.open(str(path)) as container:
+            streams = container.streams.audio
+            if not streams:
+                return None
+            rate = streams[0].rate
+    except av.FFmpegError as exc:
+        raise MediaError(path, f"file is corrupt or truncated (ffmpeg: {exc.strerror})") from None
+    if not rate:
+        raise MediaError(path, "its audio stream has no sample rate; re-encode it (e.g. ffmpeg -i IN -ar 16000 OUT)")
+    return int(rate)
+
+
+def _decode_audio(path: Path, native_rate: int, sample_rate: int) -> np.ndarray:
+    """Whole audio track as float32 mono at ``sample_rate``: decord decodes it at its own rate and mixes
+    the channels down, torchaudio resamples (windowed sinc).
+
+    torchaudio does not read the files: from 2.9 on its load() needs torchcodec, which this project does
+    not install.
+    """
+    try:
+        reader = AudioReader(str(path), ctx=cpu(0), sample_rate=-1, mono=True)  # -1: the stream's own rate
+        audio = np.ascontiguousarray(reader[:].asnumpy()[0], dtype=np.float32)
     except _DECORD_ERRORS as exc:
         raise MediaError(path, f"audio is corrupt or empty (decord: {_first_line(exc)})") from None
+    if native_rate == sample_rate:
+        return audio
+    return torchaudio.functional.resample(torch.from_numpy(audio), native_rate, sample_rate).numpy()
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, str | None]:
@@ -168,14 +184,22 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> tuple
     """
     path = Path(path)
     if path.suffix.lower() in AUDIO_EXTENSIONS:
-        return _decode_audio(_check_file(path, AUDIO_EXTENSIONS), sample_rate), "file"
+        return _read_audio_file(_check_file(path, AUDIO_EXTENSIONS), sample_rate), "file"
     path = _check_file(path, VIDEO_EXTENSIONS)
-    if _has_audio_stream(path):
-        return _decode_audio(path, sample_rate), "video"
+    rate = _audio_rate(path)
+    if rate is not None:
+        return _decode_audio(path, rate, sample_rate), "video"
     sidecar = path.with_suffix(SIDECAR_SUFFIX)
     if sidecar.is_file():
-        return _decode_audio(_check_file(sidecar, AUDIO_EXTENSIONS), sample_rate), "sidecar"
+        return _read_audio_file(_check_file(sidecar, AUDIO_EXTENSIONS), sample_rate), "sidecar"
     return np.zeros(0, dtype=np.float32), None
+
+
+def _read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
+    rate = _audio_rate(path)
+    if rate is None:
+        raise MediaError(path, "has no audio stream")
+    return _decode_audio(path, rate, sample_rate)
 
 
 def load_clip(path: str | os.PathLike, num_frames: int = 16, sample_rate: int = SAMPLE_RATE) -> Clip:
