@@ -15,6 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emotion_llama.datasets.synthetic import plan_clips, synthesize_clip
+from emotion_llama.datasets.video_io import write_mp4
+
 SKIN = (224, 172, 140)
 HAIR = (50, 35, 25)
 BACKGROUND = (70, 90, 110)
@@ -66,3 +69,16 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int, channels: int = 1
         out.setframerate(sample_rate)
         out.writeframes(np.repeat(pcm, channels).tobytes())
     return path
+
+
+def write_synthetic_videos(root: Path) -> Path:
+    """good.mp4 and silent.mp4 (two synthetic clips, the second without audio) and noface.mp4 (a flat
+    grey video with the first clip's audio) under ``root``."""
+    plans = plan_clips(clips_per_label=1, seed=3)
+    good = synthesize_clip(plans[0])
+    write_mp4(root / "good.mp4", good.frames, good.fps, good.audio)
+    second = synthesize_clip(plans[1])
+    write_mp4(root / "silent.mp4", second.frames, second.fps, audio=None)
+    blank = np.full((20, 96, 96, 3), 90, dtype=np.uint8)  # no face anywhere
+    write_mp4(root / "noface.mp4", blank, 12, good.audio[: 16000 * 20 // 12])
+    return root

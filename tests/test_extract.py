@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from media_fixtures import write_synthetic_videos
 
 from emotion_llama.config import ModelConfig
 from emotion_llama.datasets.features import FEATURE_DIRS, FeatureStore
-from emotion_llama.datasets.synthetic import plan_clips, synthesize_clip
-from emotion_llama.datasets.video_io import write_mp4
 from emotion_llama.encoders.extract import Manifest, extract_folder
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -18,14 +17,7 @@ TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("videos")
-    plans = plan_clips(clips_per_label=1, seed=3)
-    good = synthesize_clip(plans[0])
-    write_mp4(root / "good.mp4", good.frames, good.fps, good.audio)
-    second = synthesize_clip(plans[1])
-    write_mp4(root / "silent.mp4", second.frames, second.fps, audio=None)
-    blank = np.full((20, 96, 96, 3), 90, dtype=np.uint8)  # no face anywhere
-    write_mp4(root / "noface.mp4", blank, 12, good.audio[: 16000 * 20 // 12])
+    root = write_synthetic_videos(tmp_path_factory.mktemp("videos"))
     (root / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
     data = (root / "good.mp4").read_bytes()
     (root / "truncated.mp4").write_bytes(data[: len(data) // 3])

@@ -11,13 +11,12 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from media_fixtures import write_synthetic_videos
 
 from emotion_llama.builder import build_model, build_tokenizer, encoder_shapes
 from emotion_llama.checkpoint import save_checkpoint
 from emotion_llama.config import ModelConfig
 from emotion_llama.datasets.formats import write_subtitles
-from emotion_llama.datasets.synthetic import plan_clips, synthesize_clip
-from emotion_llama.datasets.video_io import write_mp4
 from emotion_llama.errors import UserError
 from emotion_llama.inference import Failure, Prediction, Predictor, Transcriber, card_paths, model_overrides
 from emotion_llama.labels import MERR_LABELS
@@ -39,15 +38,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("videos")
-    plans = plan_clips(clips_per_label=1, seed=3)
-    good = synthesize_clip(plans[0])
-    write_mp4(root / "good.mp4", good.frames, good.fps, good.audio)
-    second = synthesize_clip(plans[1])
-    write_mp4(root / "silent.mp4", second.frames, second.fps, audio=None)
-    flat = np.full((20, 96, 96, 3), 90, dtype=np.uint8)
-    write_mp4(root / "noface.mp4", flat, 12, good.audio[: 16000 * 20 // 12])
-    return root
+    return write_synthetic_videos(tmp_path_factory.mktemp("videos"))
 
 
 @pytest.fixture(scope="module")
