@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all demo lint clean
+.PHONY: install test test-slow test-all demo lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +13,20 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# pyproject's addopts deselect the `slow` tier (-m 'not slow'); a later -m on the command line replaces it.
+# `gpu` tests skip themselves without CUDA (tests/conftest.py).
 test: install
 	$(BIN)/pytest -q
+
+test-slow: install
+	$(BIN)/pytest -q -m slow
 
 test-all: install
 	$(BIN)/pytest -q -m "slow or not slow"
 
+# Overrides go through ARGS, e.g. make demo ARGS='clips_per_label=8 train_overrides=["trainer.max_epochs=2"]'
 demo: install
-	$(BIN)/python tools/demo.py
+	$(BIN)/python tools/demo.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check emotion_llama encoders datasets tools tests

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -126,11 +128,26 @@ class HFEncoder(Encoder):
                 f"{path} is not a Hugging Face model folder (no config.json):"
                 f" set {cls.config_key} to the folder holding config.json and the weights"
             )
-        model, info = cls.hf_class.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
+        with _no_progress_bar():  # a bar per encoder says nothing: loading a local folder takes seconds
+            model, info = cls.hf_class.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
         missing = [k for k in info["missing_keys"] if k not in cls.optional_keys]
         missing += [f"{k} (shape mismatch)" for k, *_ in info["mismatched_keys"]]
         cls._check_keys(path, missing, list(info["unexpected_keys"]))
         return cls(model, frozen=frozen)
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers' ``Loading weights`` progress bar off for the block (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def frames_to_tensor(

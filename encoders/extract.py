@@ -26,13 +26,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from emotion_llama.config import ModelConfig
 from emotion_llama.datasets.faces import crop_faces, select_peak_frame, track_face
 from emotion_llama.datasets.features import FEATURE_DIRS, MODALITIES
 from emotion_llama.datasets.media import VIDEO_EXTENSIONS, load_clip
 from emotion_llama.datasets.noise import Corruption
+from emotion_llama.encoders.build import build_encoders
 from emotion_llama.errors import MediaError, UserError
 from emotion_llama.fileio import atomic_save_npy
+from emotion_llama.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +246,6 @@ def extract_folder(
     corruption: Corruption | None = None,
 ) -> ExtractCounts:
     """Extract features for every video in ``input_dir`` (or only those named ``names``) not done yet."""
-    from emotion_llama.builder import build_encoders
-
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     dirs = {**FEATURE_DIRS, **(feature_dirs or {})}
     fp = fingerprint(cfg, corruption=corruption)

@@ -10,7 +10,8 @@ about two times in three), so the tiny preset gets a short pre-training of its o
 - HuBERT learns to detect its prosody cues (high or low pitch, fast or slow syllables, falling or
   rising contour, ...),
 
-from the cue lists the generator stores in ``MERR_coarse_grained.json`` (``cues``). The encoders never
+from the cue lists the generator stores in ``MERR_coarse_grained.json`` (``cues``); the cue keys, in order,
+come from the set's ``cue_phrases.json`` (the generator's vocabulary, read as data). The encoders never
 see an emotion label, and every cue is shared by three emotions, so telling emotions apart still needs
 the fusion model. The weights are saved in the real formats (Hugging Face folders and an EVA state dict
 with ``visual_encoder.`` keys) and loaded through the real loaders.
@@ -45,16 +46,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from emotion_llama.datasets.formats import read_merr_json, read_merr_txt
-from emotion_llama.datasets.synthetic import FACE_PHRASES, VOICE_PHRASES
+from emotion_llama.datasets.cues import read_cue_phrases
+from emotion_llama.datasets.merr import read_merr_json, read_merr_txt
 from emotion_llama.encoders import ENCODERS
 from emotion_llama.encoders.extract import decode_clip
+from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_dir
 
 log = logging.getLogger(__name__)
 
-FACE_CUES = tuple(FACE_PHRASES)
-VOICE_CUES = tuple(VOICE_PHRASES)
 FILES = {"eva": "eva.pth", "mae": "mae", "videomae": "videomae", "hubert": "hubert"}
 # The defining cue of each group; every other cue of the list says the same group. Index 3 is the "weak"
 # cue (a still face, a flat voice), so a group head has four classes and never needs the emotion label.
@@ -73,10 +73,22 @@ def _group(cues: list[str], defining: tuple[str, ...]) -> int:
     return found.pop()
 
 
-def _targets(cues: dict) -> dict[str, np.ndarray | int]:
+def cue_keys(root: str | Path) -> dict[str, tuple[str, ...]]:
+    """The face and voice cue keys of the synthetic set under ``root``, from its ``cue_phrases.json``."""
+    phrases = read_cue_phrases(root)
+    keys = {kind: tuple(phrases[kind]) for kind in ("face", "voice")}
+    for kind, defining in (("face", FACE_GROUP_CUES), ("voice", VOICE_GROUP_CUES)):
+        unknown = [c for c in defining if c not in keys[kind]]
+        if unknown:
+            raise UserError(f"{root}: its cue vocabulary has no {kind} cue {', '.join(unknown)}; "
+                            "regenerate the set with tools/make_synthetic.py")
+    return keys
+
+
+def _targets(cues: dict, keys: dict[str, tuple[str, ...]]) -> dict[str, np.ndarray | int]:
     return {
-        "face": np.array([c in cues["face_cues"] for c in FACE_CUES], dtype=np.float32),
-        "voice": np.array([c in cues["voice_cues"] for c in VOICE_CUES], dtype=np.float32),
+        "face": np.array([c in cues["face_cues"] for c in keys["face"]], dtype=np.float32),
+        "voice": np.array([c in cues["voice_cues"] for c in keys["voice"]], dtype=np.float32),
         "face_group": _group(cues["face_cues"], FACE_GROUP_CUES),
         "voice_group": _group(cues["voice_cues"], VOICE_GROUP_CUES),
     }
@@ -90,8 +102,9 @@ def _inputs(encoders: dict, clip: dict) -> dict[str, torch.Tensor]:
     }
 
 
-def load_splits(root: Path, splits: Sequence[str], encoders: dict, workers: int) -> list[tuple[dict, dict]]:
-    """Decoded, preprocessed inputs and cue targets of each split, held in memory (the clips are small).
+def load_splits(root: Path, splits: Sequence[str], encoders: dict, workers: int,
+                keys: dict[str, tuple[str, ...]]) -> list[tuple[dict, dict]]:
+    """Decoded, preprocessed inputs and cue targets (over the cue ``keys``) of each split, held in memory.
 
     One process pool for all splits: each spawned worker pays the import of torch and OpenCV once.
     """
@@ -110,7 +123,7 @@ def load_splits(root: Path, splits: Sequence[str], encoders: dict, workers: int)
         waves = [x.pop("hubert") for x in inputs]
         batch = {k: torch.stack([x[k] for x in inputs]) for k in inputs[0]}
         batch["hubert"], batch["hubert_mask"] = _pad(waves)
-        targets = [_targets(cues[n]["cues"]) for n in names[s]]
+        targets = [_targets(cues[n]["cues"], keys) for n in names[s]]
         out.append((batch, {k: torch.as_tensor(np.stack([t[k] for t in targets])) for k in targets[0]}))
     return out
 
@@ -137,14 +150,14 @@ class _Serial:
 class CueModel(nn.Module):
     """Face MAE, EVA and HuBERT with two heads each: multi-label cues and the 4-way cue group."""
 
-    def __init__(self, encoders: dict):
+    def __init__(self, encoders: dict, n_face_cues: int, n_voice_cues: int):
         super().__init__()
         self.encoders = nn.ModuleDict({n: encoders[n] for n in ("mae", "eva", "hubert")})
         dims = {n: e.num_features for n, e in self.encoders.items()}
         # EVA: CLS and mean patch token, since the fusion model reads EVA's patch tokens too.
         dims["eva"] *= 2
         self.cue_heads = nn.ModuleDict({
-            n: nn.Linear(d, len(VOICE_CUES if n == "hubert" else FACE_CUES)) for n, d in dims.items()
+            n: nn.Linear(d, n_voice_cues if n == "hubert" else n_face_cues) for n, d in dims.items()
         })
         self.group_heads = nn.ModuleDict({n: nn.Linear(d, 4) for n, d in dims.items()})
 
@@ -213,6 +226,7 @@ def pretrain_tiny_encoders(
     if (out_dir / "meta.json").is_file():
         return json.loads((out_dir / "meta.json").read_text())
     start = time.time()
+    keys = cue_keys(root)
     torch.manual_seed(seed)
     encoders = {n: cls.tiny(seed=seed, frozen=False) for n, cls in ENCODERS.items()}
     hubert = encoders["hubert"]
@@ -220,10 +234,10 @@ def pretrain_tiny_encoders(
     # of HuBERT's front end trains, since a frozen random one keeps almost no pitch or rhythm.
     hubert.model.feature_extractor.conv_layers[0].requires_grad_(False)
     kernel, stride = hubert.model.config.conv_kernel[0], hubert.model.config.conv_stride[0]
-    (train, targets), (val, vtargets) = load_splits(root, ("train", "val"), encoders, workers)
+    (train, targets), (val, vtargets) = load_splits(root, ("train", "val"), encoders, workers, keys)
     front, vfront = _hubert_front(hubert, train["hubert"]), _hubert_front(hubert, val["hubert"])
     decoded = time.time() - start
-    model = CueModel(encoders)
+    model = CueModel(encoders, len(keys["face"]), len(keys["voice"]))
     # Eval mode while training: no dropout, LayerDrop or SpecAugment; the random masks cost more than
     # the tiny models on a CPU, and the cue heads see 252 clips, not enough to need them.
     model.eval()
@@ -250,7 +264,7 @@ def pretrain_tiny_encoders(
         _, val_acc = _loss_and_accuracy(model(val, vfront), vtargets)
     meta = {"epochs": epochs, "seed": seed, "train_clips": n, "val_accuracy": val_acc,
             "decode_seconds": round(decoded, 1), "seconds": round(time.time() - start, 1),
-            "face_cues": list(FACE_CUES), "voice_cues": list(VOICE_CUES)}
+            "face_cues": list(keys["face"]), "voice_cues": list(keys["voice"])}
     _save(encoders, out_dir, meta)
     return meta
 

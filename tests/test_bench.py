@@ -1,13 +1,12 @@
-"""tools/bench.py: every mode measures a tiny set and prints one parseable JSON line per measurement."""
+"""tools/bench.py MODE [key=value ...]: every mode measures a tiny set and prints one parseable JSON line per
+measurement."""
 
 import json
 from pathlib import Path
 
 import pytest
 import torch
-
-from emotion_llama.bench import TABLE_END, append_rows, main, prepare_set, preset_config
-from emotion_llama.errors import UserError
+from bench import TABLE_END, append_rows, main, prepare_set, preset_config
 
 REQUIRED = {"mode", "machine", "device", "dtype", "preset", "batch", "throughput", "peak_mem_mb"}
 
@@ -21,27 +20,29 @@ def work_dir(tmp_path_factory) -> Path:
 
 
 def bench(capsys, work_dir: Path, *args: str) -> list[dict]:
-    main([*args, "--work-dir", str(work_dir), "--clips-per-label", "3", "--threads", "1"])
+    assert main([*args, f"work_dir={work_dir}", "clips_per_label=3", "threads=1"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     results = [json.loads(line) for line in lines]
     assert results and all(REQUIRED <= set(r) for r in results)
     return results
 
 
+@pytest.mark.slow
 def test_train_measures_each_variant_and_appends_rows(capsys, work_dir, tmp_path):
     table = tmp_path / "BENCHMARKS.md"
-    results = bench(capsys, work_dir, "train", "--batch", "2", "--steps", "1", "--warmup", "1",
-                    "--variants", "fp32,fp32+ckpt", "--append", str(table), "--date", "2026-11-22")
+    results = bench(capsys, work_dir, "train", "batch=2", "steps=1", "warmup=1",
+                    "variants=[fp32,fp32+ckpt]", f"append={table}", "date=2026-11-22")
     assert [r["variant"] for r in results] == ["fp32", "fp32+ckpt"]
     assert all(r["tokens_per_s"] > 0 and r["steps_per_s"] > 0 and r["mfu"] is None for r in results)
     text = table.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| 2026-11-22")]
-    assert len(rows) == 2 and "variant=fp32+ckpt" in rows[1] and "tools/bench.py train" in rows[0]
+    assert len(rows) == 2 and "variant=fp32+ckpt" in rows[1] and "tools/bench.py train batch=2" in rows[0]
     assert text.index(rows[1]) < text.index(TABLE_END)
 
 
+@pytest.mark.slow
 def test_eval_compares_our_protocol_with_the_original_on_the_same_model(capsys, work_dir):
-    (result,) = bench(capsys, work_dir, "eval", "--max-new-tokens", "4", "--clips", "2", "--min-time", "0.1")
+    (result,) = bench(capsys, work_dir, "eval", "max_new_tokens=4", "clips=2", "min_time=0.1")
     assert result["original_clips"] == 2 and result["original_batch"] == 1
     assert 1 <= result["original_mean_new_tokens"] <= 4
     assert result["speedup"] == pytest.approx(result["ours_clips_per_s"] / result["original_clips_per_s"])
@@ -49,24 +50,40 @@ def test_eval_compares_our_protocol_with_the_original_on_the_same_model(capsys, 
                                                "fear", "contempt", "doubt"}
 
 
+@pytest.mark.slow
 def test_extract_reports_decoding_beside_full_extraction(capsys, work_dir):
-    (result,) = bench(capsys, work_dir, "extract", "--clips", "2")
+    (result,) = bench(capsys, work_dir, "extract", "clips=2")
     assert result["clips"] == 2 and result["extracted_ok"] == 2
     assert result["decode_clips_per_s"] > 0 and result["extract_clips_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_infer_reports_cold_and_warm_latency(capsys, work_dir):
-    (result,) = bench(capsys, work_dir, "infer", "--clips", "1")
+    (result,) = bench(capsys, work_dir, "infer", "clips=1")
     assert result["cold_s"] > 0 and result["warm_videos"] == 1 and result["warm_mean_ms"] > 0
 
 
+def one_line_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    return line
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when there is no GPU")
-def test_real_size_training_without_a_gpu_fails_in_one_sentence():
-    with pytest.raises(UserError, match="needs a CUDA GPU but none is visible") as err:
-        main(["train", "--preset", "emotion_llama_7b", "--device", "cuda"])
-    assert "\n" not in str(err.value)
-    with pytest.raises(UserError, match="pass --device cuda"):
-        main(["train", "--preset", "emotion_llama_7b", "--device", "cpu"])
+def test_real_size_training_without_a_gpu_fails_in_one_sentence(capsys):
+    assert "needs a CUDA GPU but none is visible" in one_line_error(capsys, ["train", "model=emotion_llama_7b", "device=cuda"])
+    assert "pass device=cuda" in one_line_error(capsys, ["train", "model=emotion_llama_7b", "device=cpu"])
+
+
+def test_mode_and_keys_are_checked_before_anything_runs(capsys):
+    assert "give one mode" in one_line_error(capsys, ["fit"])
+    assert "give one mode" in one_line_error(capsys, ["steps=3"])
+    assert "--steps" in one_line_error(capsys, ["train", "--steps", "3"])
+    assert "unknown key step" in one_line_error(capsys, ["train", "step=3"])
+    assert "model=NAME" in one_line_error(capsys, ["train", "model.lora.r=2"])
 
 
 def test_appended_rows_stay_in_the_table_when_sections_follow(tmp_path):

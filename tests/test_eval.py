@@ -12,23 +12,16 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from conftest import CONF_DIR, train_overrides
+from emotion_llama.datasets.common import Sample, write_subtitles
+from emotion_llama.datasets.dfew import write_dfew_split, write_dfew_txt
 from emotion_llama.datasets.features import FEATURE_DIRS
-from emotion_llama.datasets.formats import (
-    Sample,
-    write_dfew_split,
-    write_dfew_txt,
-    write_mer2023_csv,
-    write_mer2023_npz,
-    write_mer2024_csv,
-    write_merr_json,
-    write_merr_txt,
-    write_subtitles,
-)
+from emotion_llama.datasets.mer import write_mer2023_csv, write_mer2023_npz, write_mer2024_csv
+from emotion_llama.datasets.merr import write_merr_json, write_merr_txt
+from emotion_llama.datasets.synthetic import CUE_PHRASES
 from emotion_llama.errors import UserError
-from emotion_llama.evaluate import evaluate
-from emotion_llama.labels import DFEW_LABELS, MER_LABELS, MERR_LABELS
-from emotion_llama.metrics import SUMMARY_KEYS
-from emotion_llama.reasoning import (
+from emotion_llama.evaluation.evaluate import evaluate
+from emotion_llama.evaluation.metrics import SUMMARY_KEYS
+from emotion_llama.evaluation.reasoning import (
     JUDGE_PROMPT,
     Truth,
     cue_mentions,
@@ -37,7 +30,8 @@ from emotion_llama.reasoning import (
     judge,
     parse_judgement,
 )
-from emotion_llama.train import train
+from emotion_llama.labels import DFEW_LABELS, MER_LABELS, MERR_LABELS
+from emotion_llama.training.train import train
 
 MISSING = "clip_999"  # listed in every split file, has no features
 ALL = [Sample(f"clip_{i:03d}", MERR_LABELS[i % 9]) for i in range(18)] + [Sample(MISSING, "happy")]
@@ -96,7 +90,7 @@ def eval_cfg(fmt: str, native: Path, merr_folder: Path, checkpoint: Path, run_di
     return cfg_for("eval", [
         *data, f"paths.output_dir={run_dir.parent}", f"data.features_dir={merr_folder}", "data.videos_dir=null",
         f"data.subtitles={merr_folder}/subtitles.csv", f"checkpoint={checkpoint}", f"run_dir={run_dir}",
-        "eval.extract_missing=false", "eval.device=cpu", *extra,
+        "eval.extract_missing=false", "device=cpu", *extra,
     ])
 
 
@@ -220,7 +214,7 @@ def test_score_and_generate_agree_on_a_model_that_knows_the_answer(separable_fol
             "data=merr", labels, f"data.root={separable_folder}", f"data.test={separable_folder}/splits/test.txt",
             f"data.features_dir={separable_folder}", "data.videos_dir=null", f"checkpoint={ckpt}",
             f"data.subtitles={separable_folder}/subtitles.csv",
-            f"run_dir={tmp_path / protocol}", f"protocol={protocol}", "eval.extract_missing=false", "eval.device=cpu",
+            f"run_dir={tmp_path / protocol}", f"protocol={protocol}", "eval.extract_missing=false", "device=cpu",
         ])
         report = evaluate(cfg)
         preds[protocol] = {r["name"]: r["prediction"] for r in read_predictions(tmp_path / protocol)}
@@ -269,14 +263,14 @@ def test_cue_mentions_separates_true_from_invented_cues():
     cues = {"face_cues": ["smile", "brows_relaxed", "smile_one_sided"], "voice_cues": ["loud", "high_pitch"]}
     text = ("The face shows Mouth corners pulled up and the one-sided smile; the voice is loud with a high "
             "pitch, and there are narrowed eyelids and wide pitch swings.")
-    out = cue_mentions(text, cues)
+    out = cue_mentions(text, cues, CUE_PHRASES)
     assert sorted(out["named_present"]) == ["high_pitch", "smile", "smile_one_sided"]
     assert sorted(out["named_absent"]) == ["eyes_narrowed", "pitch_swings"]
     assert (out["present"], out["absent"]) == (3, 2)
     assert out["not_named"] == ["brows_relaxed", "loud"]  # "the voice is loud" is not "a loud voice"
-    assert cue_mentions("", cues)["present"] == 0
+    assert cue_mentions("", cues, CUE_PHRASES)["present"] == 0
     # "a low pitch" must not be read inside "a high pitch ... slow" and vice versa.
-    assert cue_mentions("a slow, low pitch", {"voice_cues": ["slow"]})["named_absent"] == ["low_pitch"]
+    assert cue_mentions("a slow, low pitch", {"voice_cues": ["slow"]}, CUE_PHRASES)["named_absent"] == ["low_pitch"]
 
 
 REASON_CLIPS = ["clip_018", "clip_019", "clip_020"]
@@ -294,7 +288,7 @@ def reasoning_cfg(merr_folder: Path, split: Path, checkpoint: Path, run_dir: Pat
         "data=synthetic", f"data.root={merr_folder}", f"data.test={split}",
         f"data.fine_json={merr_folder}/fine.json", f"data.subtitles={merr_folder}/subtitles.csv",
         f"data.features_dir={merr_folder}", f"checkpoint={checkpoint}", f"run_dir={run_dir}",
-        "reasoning.max_new_tokens=8", "reasoning.device=cpu", "judge.device=cpu", *extra,
+        "reasoning.max_new_tokens=8", "device=cpu", *extra,
     ])
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from media_fixtures import write_synthetic_videos
 
-from emotion_llama.config import ModelConfig
 from emotion_llama.datasets.features import FEATURE_DIRS, FeatureStore
 from emotion_llama.encoders.extract import Manifest, extract_folder
+from emotion_llama.model.config import ModelConfig
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
@@ -28,7 +28,7 @@ def mixed_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_encoders():
-    from emotion_llama.builder import build_encoders
+    from emotion_llama.encoders.build import build_encoders
 
     return build_encoders(ModelConfig())
 
@@ -92,6 +92,7 @@ def test_missing_input_folder_is_a_clear_error(tmp_path):
         extract_folder(tmp_path / "nope", tmp_path / "out", ModelConfig(), progress=False)
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(mixed_folder, tmp_path):
     import subprocess
     import sys

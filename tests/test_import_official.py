@@ -7,15 +7,16 @@ import torch
 from peft import get_peft_model_state_dict
 from transformers import LlamaForCausalLM
 
-from emotion_llama.builder import EncoderShapes, build_model
-from emotion_llama.checkpoint import load_checkpoint, read_config
-from emotion_llama.config import ModelConfig
+from emotion_llama.encoders.build import EncoderShapes
 from emotion_llama.encoders.eva import EvaEncoder
 from emotion_llama.errors import UserError
-from emotion_llama.llm import llama_config
-from emotion_llama.model import FEATURE_MODALITIES
-from emotion_llama.official import OfficialImportError, import_official
-from emotion_llama.tokenizer import base_vocab_size, build_tiny_tokenizer
+from emotion_llama.model.builder import build_model
+from emotion_llama.model.checkpoint import load_checkpoint, read_config
+from emotion_llama.model.config import ModelConfig
+from emotion_llama.model.fusion import FEATURE_MODALITIES
+from emotion_llama.model.llm import llama_config
+from emotion_llama.model.official import OfficialImportError, import_official
+from emotion_llama.model.tokenizer import base_vocab_size, build_tiny_tokenizer
 
 SHAPES = EncoderShapes(dims={"eva": 24, "mae": 20, "videomae": 18, "hubert": 16}, eva_patches=16)
 ARCH = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -169,8 +170,8 @@ def load_tool():
 
 def tiny_preset_state(tool) -> dict[str, torch.Tensor]:
     """Official-named tensors at the sizes of the tiny preset (LoRA restricted to q/v by the overrides)."""
-    from emotion_llama.builder import encoder_shapes
-    from emotion_llama.official import PROJECTOR_NAMES, expected_weights
+    from emotion_llama.encoders.build import encoder_shapes
+    from emotion_llama.model.official import PROJECTOR_NAMES, expected_weights
 
     cfg = tool.model_config("tiny", None, OVERRIDES)
     want = expected_weights(cfg, encoder_shapes(cfg))
@@ -191,7 +192,7 @@ def test_cli_prints_the_report_and_refuses_with_one_line(tmp_path, capsys):
     good = save_official(tmp_path / "good.pth", {**state, **ATTENTION})
     eva = tmp_path / "eva_vit_g.pth"
     torch.save({f"visual_encoder.{k}": v for k, v in EvaEncoder.tiny().model.state_dict().items()}, eva)
-    args = ["--ckpt", str(good), "--out", str(tmp_path / "out"), "--model", "tiny", "--eva", str(eva)]
+    args = [f"ckpt={good}", f"out={tmp_path / 'out'}", "model=tiny", f"paths.eva={eva}"]
     tool.main([*args, *OVERRIDES])
     printed = capsys.readouterr().out
     assert "mapped      18 tensors: lora 8, eva_patch 2" in printed
@@ -202,7 +203,7 @@ def test_cli_prints_the_report_and_refuses_with_one_line(tmp_path, capsys):
 
     bad = save_official(tmp_path / "bad.pth", {k: v for k, v in state.items() if ".layers.1." not in k})
     with pytest.raises(SystemExit) as exit_:
-        tool.main(["--ckpt", str(bad), "--out", str(tmp_path / "out2"), "--model", "tiny", *OVERRIDES])
+        tool.main([f"ckpt={bad}", f"out={tmp_path / 'out2'}", "model=tiny", *OVERRIDES])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.pth" in err and "missing" in err

@@ -1,4 +1,5 @@
-"""Inference on raw videos: the Predictor on an untrained tiny checkpoint, and tools/infer.py end to end."""
+"""Inference on raw videos: the Predictor on an untrained tiny checkpoint, and tools/infer.py end to end
+(``VIDEO|DIR ... key=value``: the one command-line convention of emotion_llama.cli)."""
 
 import json
 import os
@@ -13,13 +14,15 @@ import pytest
 import torch
 from media_fixtures import write_synthetic_videos
 
-from emotion_llama.builder import build_model, build_tokenizer, encoder_shapes
-from emotion_llama.checkpoint import save_checkpoint
-from emotion_llama.config import ModelConfig
-from emotion_llama.datasets.formats import write_subtitles
+from emotion_llama.datasets.common import write_subtitles
+from emotion_llama.encoders.build import encoder_shapes
 from emotion_llama.errors import UserError
-from emotion_llama.inference import Failure, Prediction, Predictor, Transcriber, card_paths, model_overrides
+from emotion_llama.inference.core import checkpoint_overrides
+from emotion_llama.inference.video import Failure, Prediction, Predictor, Transcriber, card_paths
 from emotion_llama.labels import MERR_LABELS
+from emotion_llama.model.builder import build_model, build_tokenizer
+from emotion_llama.model.checkpoint import save_checkpoint
+from emotion_llama.model.config import ModelConfig
 
 INFER = Path(__file__).resolve().parents[1] / "tools" / "infer.py"
 
@@ -77,7 +80,9 @@ def test_predictions_for_videos_with_and_without_face_and_audio(base):
         assert p.emotion == max(p.scores, key=p.scores.get)
         assert p.reasoning is None
         assert len(p.face_box) == 4 and p.face_box[0] < p.face_box[2]
-        json.dumps(p.to_dict())
+        row = json.loads(json.dumps(p.to_dict()))  # what json=true prints: rounded, without the frame
+        assert "image" not in row and row["emotion"] == max(row["scores"], key=row["scores"].get)
+        assert sum(row["scores"].values()) == pytest.approx(1.0, abs=1e-3)
     assert base["good"].face_found and base["good"].audio_found
     assert not base["noface"].face_found and base["noface"].audio_found
     assert base["silent"].face_found and not base["silent"].audio_found
@@ -111,10 +116,10 @@ def test_bad_files_fail_alone(predictor, videos, tmp_path):
 
 
 def test_encoder_path_overrides_keep_the_saved_ones(checkpoint):
-    assert model_overrides(checkpoint, {"llm": None, "eva": None, "output_dir": "x"}) == {}
-    out = model_overrides(checkpoint, {"llm": "/m/llama", "hubert": "/m/hubert"})
+    assert checkpoint_overrides(checkpoint, {"llm": None, "eva": None, "output_dir": "x"}) == {}
+    out = checkpoint_overrides(checkpoint, {"llm": "/m/llama", "hubert": "/m/hubert"})
     assert out == {"llm_path": "/m/llama", "encoder_paths": {"hubert": "/m/hubert"}}
-    moved = model_overrides(checkpoint, {"tiny_encoders": "/enc", "eva": "/m/eva.pth"})["encoder_paths"]
+    moved = checkpoint_overrides(checkpoint, {"tiny_encoders": "/enc", "eva": "/m/eva.pth"})["encoder_paths"]
     assert moved["eva"] == "/m/eva.pth" and moved["hubert"] == str(Path("/enc") / "hubert")
 
 
@@ -125,32 +130,38 @@ def test_card_names():
 
 
 def test_missing_asr_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(UserError, match="--asr-model"):
+    with pytest.raises(UserError, match="ASR model not found"):
         Transcriber(tmp_path / "whisper", torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_cli_json_and_text(checkpoint, videos, predictor, base, tmp_path):
     src = tmp_path / "in"
     shutil.copytree(videos, src)
     (src / "corrupt.mp4").write_bytes(np.random.default_rng(1).bytes(4000))
     (src / "readme.txt").write_text("folders keep only their videos")
+    odd = tmp_path / "take=2.mp4"  # an existing file whose name holds '=' is a video, not an override
+    shutil.copy(videos / "good.mp4", odd)
     write_subtitles(tmp_path / "subs.csv", SUBTITLES)
     cards = tmp_path / "cards" / "c.png"
     # Both runs at once: most of each is Python importing torch and transformers.
-    as_json = start_cli(src, "--checkpoint", checkpoint, "--json", "--device", "cpu", "--card", cards,
-                        "--subtitles", tmp_path / "subs.csv")
-    as_text = start_cli(videos / "good.mp4", "--checkpoint", checkpoint, "--task", "reason", "--subtitle", "I won")
+    as_json = start_cli(src, f"checkpoint={checkpoint}", "json=true", "device=cpu", f"card={cards}",
+                        f"subtitles={tmp_path / 'subs.csv'}")
+    as_text = start_cli(odd, f"checkpoint={checkpoint}", "task=reason", "subtitle=It's won, I won")
     out, err = as_json.communicate(timeout=180)
     assert as_json.returncode == 1, err
     reason = predictor.predict([src / "corrupt.mp4"])[0].reason
+    # Nothing but the one failure on stderr: no library notices, warnings or weight-loading bars.
     assert err.strip().splitlines() == [f"error: {src / 'corrupt.mp4'}: {reason}"]
     rows = [json.loads(line) for line in out.splitlines()]
     assert [Path(r["video"]).stem for r in rows] == list(NAMES)
     for row in rows:
         expected = base[Path(row["video"]).stem]
-        assert row["emotion"] == expected.emotion and row["subtitle"] == expected.subtitle
-        assert row["face_found"] == expected.face_found and row["audio_found"] == expected.audio_found
+        assert row["emotion"] == max(row["scores"], key=row["scores"].get) == expected.emotion
+        assert list(row["scores"]) == list(MERR_LABELS)
         assert sum(row["scores"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert row["subtitle"] == expected.subtitle
+        assert row["face_found"] == expected.face_found and row["audio_found"] == expected.audio_found
     for name in ("good", "noface", "silent"):
         image = matplotlib.image.imread(cards.with_name(f"c_{name}.png"))
         assert image.shape[0] > 0 and image.shape[1] > 0
@@ -158,8 +169,9 @@ def test_cli_json_and_text(checkpoint, videos, predictor, base, tmp_path):
 
     out, err = as_text.communicate(timeout=180)
     assert as_text.returncode == 0, err
-    assert "emotion: " in out and "reasoning: " in out and "'I won'" in out
-    assert "Traceback" not in err
+    assert str(odd) in out and "emotion: " in out and "reasoning: " in out
+    assert "subtitle: " + repr("It's won, I won") in out  # the text as typed, commas and quotes kept
+    assert err.strip() == ""
 
 
 def test_cli_without_checkpoint_or_with_a_bad_override(videos, tmp_path):
@@ -168,3 +180,4 @@ def test_cli_without_checkpoint_or_with_a_bad_override(videos, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and "make demo" in proc.stderr
     proc = cli(videos / "good.mp4", "nonsense.key=1")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nonsense.key" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from conftest import CONF_DIR
 from emotion_llama.cli import model_config
-from emotion_llama.inspect import inspect_model
+from emotion_llama.model.inspect import inspect_model
 
 
 def preset(name: str):
@@ -42,6 +42,7 @@ def test_tiny_preset_figures():
     assert info["llm_hidden_size"] == 128
 
 
+@pytest.mark.slow
 def test_cli_prints_one_json_object():
     tool = Path(__file__).resolve().parents[1] / "tools" / "inspect_model.py"
     proc = subprocess.run([sys.executable, str(tool), "model=emotion_llama_7b"], capture_output=True, text=True,

@@ -3,14 +3,14 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from emotion_llama.labels import DFEW_LABELS, MER_LABELS
-from emotion_llama.metrics import (
+from emotion_llama.evaluation.metrics import (
     classification_report,
     mean_over_folds,
     mer_combined,
     plot_confusion,
     valence_mse,
 )
+from emotion_llama.labels import DFEW_LABELS, MER_LABELS
 
 # Emotion-LLaMA's released MER2023-SEMI confusion matrix (rows = truth, columns = prediction, MER_LABELS).
 SEMI_CONFUSION = [

@@ -1,14 +1,21 @@
 import pytest
 import torch
 
-from emotion_llama.builder import EncoderShapes, build_model
-from emotion_llama.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from emotion_llama.config import ModelConfig
-from emotion_llama.llm import lora_parameter_count
-from emotion_llama.model import FEATURE_MODALITIES
-from emotion_llama.prompts import PromptParts, emotion_instruction
-from emotion_llama.sequences import IGNORE_INDEX, encode_answer, encode_example, encode_prompt, pad_batch
-from emotion_llama.tokenizer import build_tiny_tokenizer
+from emotion_llama.encoders.build import EncoderShapes
+from emotion_llama.model.builder import build_model
+from emotion_llama.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from emotion_llama.model.config import ModelConfig
+from emotion_llama.model.fusion import FEATURE_MODALITIES
+from emotion_llama.model.llm import lora_parameter_count
+from emotion_llama.model.prompts import PromptParts, emotion_instruction
+from emotion_llama.model.sequences import (
+    IGNORE_INDEX,
+    encode_answer,
+    encode_example,
+    encode_prompt,
+    pad_batch,
+)
+from emotion_llama.model.tokenizer import build_tiny_tokenizer
 
 SHAPES = EncoderShapes(dims={"eva": 24, "mae": 20, "videomae": 18, "hubert": 16}, eva_patches=16)
 LABELS = ["happy", "sad", "angry"]
@@ -48,9 +55,19 @@ def batch(tokenizer, model, answers, padding_side="right"):
     return ids, mask, labels
 
 
-def test_multimodal_token_count(model):
-    assert model.num_video_tokens == 4
-    assert model.num_multimodal_tokens == 4 + 4
+def test_prompts_carry_every_placeholder_and_malformed_ones_are_refused(tokenizer, model):
+    ids, _, _ = batch(tokenizer, model, ["happy"])
+    video = (ids[0] == model.video_token_id).nonzero().flatten()
+    feature = (ids[0] == model.feature_token_id).nonzero().flatten()
+    # 16 EVA patches merged 4 by 4, then MAE, VideoMAE, HuBERT and EVA-CLS, video first.
+    assert (len(video), len(feature)) == (4, 4) and video.max() < feature.min()
+    feats = features(1)
+    with pytest.raises(ValueError, match="placeholder tokens"):  # a truncated prompt never shifts the tokens
+        model.embed(ids[:, : int(feature[-1])], feats)
+    swapped = ids.clone()
+    swapped[0, video[0]], swapped[0, feature[0]] = model.feature_token_id, model.video_token_id
+    with pytest.raises(ValueError, match="must come before"):
+        model.embed(swapped, feats)
 
 
 def test_labels_cover_only_the_answer(tokenizer, model):
@@ -136,12 +153,25 @@ def test_score_labels_matches_full_forward(tokenizer, model):
             torch.testing.assert_close(scores[b, k], expected, atol=1e-4, rtol=1e-4)
 
 
-def test_generate_returns_new_tokens(tokenizer, model):
+def test_generate_is_the_greedy_continuation_whatever_the_padding(tokenizer, model):
     parts = PromptParts("", "reason", "Explain.")
     prompt = encode_prompt(tokenizer, parts, model.num_video_tokens, model.num_feature_tokens)
-    ids, mask = pad_batch([prompt, prompt[:2] + prompt[3:]], tokenizer.pad_token_id, "left")
-    out = model.generate(ids, mask, features(2), max_new_tokens=5, pad_token_id=tokenizer.pad_token_id)
-    assert out.shape[0] == 2 and 1 <= out.shape[1] <= 5
+    prompts = [prompt, prompt[:2] + prompt[3:]]  # the shorter one is left-padded in the batch
+    ids, mask = pad_batch(prompts, tokenizer.pad_token_id, "left")
+    feats = features(2, seed=2)
+    special = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    out = model.generate(ids, mask, feats, max_new_tokens=5, **special)
+    for b, p in enumerate(prompts):
+        one = {n: f[b: b + 1] for n, f in feats.items()}
+        alone = torch.tensor([p])
+        greedy = []  # argmax of the full forward, one token at a time
+        while len(greedy) < 5 and (not greedy or greedy[-1] != tokenizer.eos_token_id):
+            full = torch.tensor([p + greedy])
+            greedy.append(int(model(full, torch.ones_like(full), one).logits[0, -1].argmax()))
+        # Only new tokens come back, the same with or without padding (finished rows are then padded).
+        assert out[b, : len(greedy)].tolist() == greedy
+        assert set(out[b, len(greedy):].tolist()) <= {tokenizer.pad_token_id}
+        assert model.generate(alone, torch.ones_like(alone), one, max_new_tokens=5, **special)[0].tolist() == greedy
 
 
 def test_save_load_gives_identical_logits(tokenizer, tmp_path):

@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 
 from emotion_llama.datasets import synthetic as syn
-from emotion_llama.datasets.formats import (
-    read_dfew_split,
-    read_dfew_txt,
-    read_mer2023_csv,
-    read_mer2023_npz,
-    read_mer2024_csv,
-    read_merr_json,
-    read_merr_txt,
-    read_subtitles,
-)
+from emotion_llama.datasets.common import read_subtitles
+from emotion_llama.datasets.cues import cue_phrases_path, read_cue_phrases
+from emotion_llama.datasets.dfew import read_dfew_split, read_dfew_txt
+from emotion_llama.datasets.mer import read_mer2023_csv, read_mer2023_npz, read_mer2024_csv
+from emotion_llama.datasets.merr import read_merr_json, read_merr_txt
 from emotion_llama.errors import UserError
 from emotion_llama.labels import DFEW_LABELS, MER_LABELS, MERR_LABELS
 
@@ -77,6 +72,18 @@ def test_complete_folder_is_kept_and_other_arguments_refused(root):
     meta = json.loads((root / "meta.json").read_text())
     assert meta["seed"] == 0 and meta["clips_per_label"] == CLIPS_PER_LABEL and meta["grid"] == [
         list(row) for row in syn.GRID]
+
+
+def test_cue_vocabulary_is_written_next_to_the_data_and_added_to_an_old_set(root):
+    # Library code (the reasoning cue check, the tiny encoders' pre-training) reads it instead of importing us.
+    phrases = read_cue_phrases(root)
+    assert phrases == syn.CUE_PHRASES == {"face": syn.FACE_PHRASES, "voice": syn.VOICE_PHRASES}
+    assert [list(p) for p in phrases.values()] == [list(syn.FACE_PHRASES), list(syn.VOICE_PHRASES)]  # key order
+    content, stamp = cue_phrases_path(root).read_bytes(), (root / "meta.json").stat().st_mtime_ns
+    cue_phrases_path(root).unlink()  # a complete set made before the vocabulary was written
+    assert syn.generate(root, CLIPS_PER_LABEL, seed=0) == root
+    assert cue_phrases_path(root).read_bytes() == content
+    assert (root / "meta.json").stat().st_mtime_ns == stamp
 
 
 def test_videos_decode_with_their_frame_count_and_an_audio_track(root):

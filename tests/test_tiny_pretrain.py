@@ -4,11 +4,11 @@ import json
 
 import torch
 
-from emotion_llama.builder import build_encoders
-from emotion_llama.config import ModelConfig
 from emotion_llama.datasets.synthetic import generate
+from emotion_llama.encoders.build import build_encoders
 from emotion_llama.encoders.extract import fingerprint
 from emotion_llama.encoders.tiny_pretrain import pretrain_tiny_encoders, tiny_encoder_paths
+from emotion_llama.model.config import ModelConfig
 
 
 def test_pretrained_tiny_encoders_load_through_the_real_loaders(tmp_path):

@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import CONF_DIR, train_overrides
-from emotion_llama.train import train
+from emotion_llama.training.train import train
 
 
 def cfg_for(overrides):
@@ -59,10 +59,10 @@ def test_coarse_then_fine_and_exact_resume(merr_folder, tmp_path):
 
 
 def test_length_grouped_batches_pad_less_and_keep_every_example(merr_folder, tiny_shapes):
-    from emotion_llama.builder import build_tokenizer
-    from emotion_llama.config import ModelConfig
     from emotion_llama.datasets.features import FeatureStore
-    from emotion_llama.datasets.merr import EpochSampler, MERRDataset, load_records
+    from emotion_llama.datasets.instruction import EpochSampler, MERRDataset, load_records
+    from emotion_llama.model.builder import build_tokenizer
+    from emotion_llama.model.config import ModelConfig
 
     records = load_records(merr_folder / "splits" / "train.txt", merr_folder / "subtitles.csv",
                            merr_folder / "coarse.json", merr_folder / "fine.json")

@@ -1,23 +1,623 @@
-"""Throughput and latency benchmarks, one JSON line per measurement; see ``--help``.
+"""Throughput and latency benchmarks: training steps, the two evaluation protocols, feature extraction, inference.
 
-python tools/bench.py <train|eval|extract|infer> [--device cuda] [--preset emotion_llama_7b] [--append]
-Exit code 0 on success, 2 on a usage or setup error (said in one sentence on stderr).
+Each mode prints one JSON line per measurement. Whatever is compared (our evaluation protocol against the
+original one, decoding against full extraction, a cold against a warm inference, training variants) is measured
+in the same process, one after the other, so that both sides see the same machine load.
+
+With no overrides (``python tools/bench.py MODE [key=value ...]``, see ``--help``) every mode runs the tiny preset on the test split of a small synthetic set, made on first use
+under ``work_dir`` with its features (seeded random tiny encoders) and a tiny random-weight checkpoint:
+speed does not depend on what the weights have learnt.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
 
-from emotion_llama.cli import user_errors
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from emotion_llama.cli import Call, UsageError, run
+from emotion_llama.errors import UserError
+from emotion_llama.inference.core import resolve_device
+from emotion_llama.model.llm import enable_checkpointing
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+INFER_TOOL = REPO / "tools" / "infer.py"
+H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM
+TABLE_END = "<!-- tools/bench.py --append inserts rows above this line -->"  # kept: BENCHMARKS.md holds it
+TABLE_HEAD = "| date | machine | device | mode | command | figures |\n|---|---|---|---|---|---|\n"
+MODES = ("train", "eval", "extract", "infer")
+# The figures a BENCHMARKS.md row keeps of each mode's JSON line (the line itself has more).
+ROW_FIGURES = {
+    "train": ("variant", "threads", "batch", "steps_per_s", "tokens_per_s", "mfu", "peak_mem_mb"),
+    "eval": ("threads", "clips", "batch", "ours_clips_per_s", "original_clips", "original_max_new_tokens",
+             "original_mean_new_tokens", "original_clips_per_s", "speedup", "peak_mem_mb"),
+    "extract": ("threads", "clips", "workers", "batch", "decode_clips_per_s", "extract_clips_per_s", "gpu_util", "peak_mem_mb"),
+    "infer": ("threads", "cold_s", "warm_videos", "warm_mean_ms", "warm_median_ms", "cold_peak_mem_mb", "peak_mem_mb"),
+}
 
 
-def main() -> int:
-    from emotion_llama.bench import main as bench
-    from emotion_llama.bench import quiet_libraries
+# ---------------------------------------------------------------------------------------------- machine
 
-    with user_errors(), quiet_libraries():
-        bench()
-    return 0
+
+def machine_name(device: torch.device) -> str:
+    """The CPU model and core count, plus the GPU's name when the benchmark runs on one."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")]
+        cpu = models[0] if models else cpu
+    text = f"{cpu}, {os.cpu_count()} cores"
+    return f"{torch.cuda.get_device_name(device)}; {text}" if device.type == "cuda" else text
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """GPU: peak allocated by torch since the last reset; CPU: the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def timed_repeats(fn: Callable[[], object], device: torch.device, min_time: float) -> tuple[float, int]:
+    """Repeat ``fn`` until ``min_time`` seconds have passed: one fast call is too short to time reliably."""
+    seconds, repeats = 0.0, 0
+    while repeats == 0 or seconds < min_time:
+        seconds += timed(fn, device)
+        repeats += 1
+    return seconds, repeats
+
+
+class GpuUtilisation:
+    """Mean GPU utilisation sampled in a thread while the block runs (None off GPU or without pynvml)."""
+
+    def __init__(self, device: torch.device, interval: float = 0.2):
+        self.device, self.interval = device, interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+
+    def __enter__(self) -> GpuUtilisation:
+        if self.device.type == "cuda" and self._sample() is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if hasattr(self, "_thread"):
+            self._thread.join()
+
+    def _sample(self) -> float | None:
+        try:
+            return float(torch.cuda.utilization(self.device))
+        except Exception:  # torch raises ModuleNotFoundError or a driver error without pynvml
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            value = self._sample()
+            if value is not None:
+                self.samples.append(value)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None
+
+
+# ---------------------------------------------------------------------------------------------- set-up
+
+
+def preset_config(preset: str, paths: Sequence[str] = ()):
+    """The ``model`` preset resolved against ``conf/paths`` and ``KEY=VALUE`` path overrides.
+
+    The tiny preset's pre-trained encoders are replaced by seeded random ones unless
+    ``tiny_encoders=DIR`` is given: their speed is the same and nothing has to be trained first.
+    """
+    from emotion_llama.model.config import ModelConfig
+
+    file = CONF / "model" / f"{preset}.yaml"
+    if not file.is_file():
+        known = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+        raise UserError(f"unknown preset {preset!r}: use one of {known}")
+    given = dict(_key_value(p) for p in paths)
+    cfg = OmegaConf.create({"paths": OmegaConf.load(CONF / "paths" / "default.yaml"), "model": OmegaConf.load(file)})
+    cfg.paths = OmegaConf.merge(cfg.paths, given)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    if model["encoder_size"] == "tiny" and "tiny_encoders" not in given:
+        model["encoder_paths"] = {}
+    return ModelConfig.from_dict(model)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise UserError(f"{text!r} is not KEY=VALUE: write e.g. paths.llm=/models/Llama-2-7b-chat-hf")
+    return key.removeprefix("paths."), value
+
+
+@dataclass
+class BenchSet:
+    """A synthetic-style set (splits, subtitles, captions, videos) and the store holding its features."""
+
+    root: Path
+    features: Path
+
+    def names(self, split: str) -> list[str]:
+        from emotion_llama.datasets.merr import read_merr_txt
+
+        return [s.name for s in read_merr_txt(self.root / "splits" / f"{split}.txt")]
+
+    def records(self, split: str) -> list:
+        from emotion_llama.datasets.instruction import load_records
+
+        r = self.root
+        return load_records(r / "splits" / f"{split}.txt", r / "subtitles.csv", r / "MERR_coarse_grained.json",
+                            r / "MERR_fine_grained.json")
+
+    def subtitles(self) -> dict[str, str]:
+        from emotion_llama.datasets.common import read_subtitles
+
+        return read_subtitles(self.root / "subtitles.csv")
+
+    def videos(self, names: Sequence[str]) -> list[Path]:
+        by_stem = {p.stem: p for p in (self.root / "videos").iterdir()}
+        return [by_stem[n] for n in names]
+
+    def store(self):
+        from emotion_llama.datasets.features import FeatureStore
+
+        return FeatureStore(self.features)
+
+
+def prepare_set(data: Path | None, work_dir: Path, clips_per_label: int, workers: int, cfg) -> BenchSet:
+    """The set to measure on, its features extracted where absent (never into a given set's own folder)."""
+    from emotion_llama.datasets.synthetic import generate
+
+    root = Path(data) if data else generate(work_dir / "synthetic", clips_per_label, seed=0, workers=workers)
+    if not (root / "splits" / "test.txt").is_file():
+        raise UserError(f"{root} is not a synthetic-style set (no splits/test.txt): make one with "
+                        "tools/make_synthetic.py or leave out data_dir=")
+    bset = BenchSet(root, root / "features")
+    if not bset.names("test") or not bset.names("train"):
+        raise UserError(f"{root} has an empty train or test split: use clips_per_label=3 or more")
+    names = bset.names("train") + bset.names("test")
+    if data and not all(bset.store().has(n) for n in names):
+        bset = BenchSet(root, work_dir / f"features_{root.name}")
+    missing = [n for n in names if not bset.store().has(n)]
+    if missing:
+        from emotion_llama.encoders.extract import extract_folder
+
+        extract_folder(root / "videos", bset.features, cfg, names=missing, progress=False, num_workers=workers)
+    return bset
+
+
+def bench_checkpoint(cfg, bset: BenchSet, work_dir: Path, checkpoint: Path | None) -> Path:
+    """``checkpoint``, else a random-weight model of the preset saved once under ``work_dir``."""
+    if checkpoint is not None:
+        return checkpoint
+    out = work_dir / f"model_{cfg.preset}"
+    if (out / "config.yaml").is_file():
+        return out
+    from emotion_llama.model.builder import build_model, build_tokenizer
+    from emotion_llama.model.checkpoint import save_checkpoint
+
+    texts = [t for r in bset.records("train") for t in (r.subtitle, r.caption, r.reason)]
+    tokenizer = build_tokenizer(cfg, texts)
+    torch.manual_seed(0)
+    return save_checkpoint(build_model(cfg, tokenizer), cfg, tokenizer, out, meta={"note": "random weights, for benchmarks"})
+
+
+def named_paths(paths: Sequence[str]) -> dict[str, str]:
+    """The weight paths given as ``KEY=VALUE``; the inference core merges them over a checkpoint's own."""
+    return dict(_key_value(p) for p in paths)
+
+
+def base_result(mode: str, args: argparse.Namespace, device: torch.device, dtype: str, batch: int) -> dict:
+    return {"mode": mode, "machine": machine_name(device), "device": str(device), "dtype": dtype,
+            "preset": args.preset, "batch": batch, "threads": torch.get_num_threads()}
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One training configuration: ``fp32`` or ``bf16`` autocast, plus ``+ckpt`` and/or ``+compile``."""
+
+    name: str
+    dtype: str
+    grad_ckpt: bool
+    compile: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        parts = text.split("+")
+        extra = set(parts[1:])
+        if parts[0] not in ("fp32", "bf16") or extra - {"ckpt", "compile"}:
+            raise UserError(f"variants: {text!r}: write fp32 or bf16, optionally +ckpt and/or +compile "
+                            "(e.g. variants=[fp32,bf16+ckpt+compile])")
+        return cls(text, parts[0], "ckpt" in extra, "compile" in extra)
+
+
+def random_real_model(cfg, tokenizer, device: torch.device):
+    """The real-size architecture with random weights, built straight on the GPU in the preset's dtype.
+
+    MFU needs the real shapes, not trained weights. The LLM keeps LLaMA-2's 32k vocabulary (the tiny
+    tokenizer that writes the prompts uses ids inside it), so N is the real model's.
+    """
+    from emotion_llama.encoders.build import encoder_shapes
+    from emotion_llama.model.fusion import EmotionLLaMA
+    from emotion_llama.model.llm import LLAMA2_7B, apply_lora, load_llm
+    from emotion_llama.model.prompts import FEATURE_TOKEN, VIDEO_TOKEN
+
+    shapes = encoder_shapes(cfg)
+    vocab = cfg.llm_arch.get("vocab_size", LLAMA2_7B["vocab_size"])
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in (VIDEO_TOKEN, FEATURE_TOKEN)]
+    with torch.device(device):
+        llm = apply_lora(load_llm(None, cfg.llm_arch, vocab, cfg.torch_dtype), cfg.lora)
+        model = EmotionLLaMA(llm, shapes.dims, shapes.dims["eva"], shapes.eva_patches, *ids, projector=cfg.projector)
+    model.projectors.to(cfg.torch_dtype)
+    return model
+
+
+class RandomFeatures:
+    """Stands in for a FeatureStore at the real encoders' sizes: step time does not depend on the values."""
+
+    def __init__(self, dims: dict[str, int], eva_patches: int):
+        self.shapes = {m: ((1 + eva_patches, d) if m == "eva" else (d,)) for m, d in dims.items()}
+
+    def load(self, name: str) -> dict[str, torch.Tensor]:
+        return {m: torch.randn(shape) for m, shape in self.shapes.items()}
+
+
+def train_batches(model, tokenizer, bset: BenchSet, store, args: argparse.Namespace) -> list[dict]:
+    """Collated batches of the train split, made before timing: the steps, not the loader, are measured."""
+    from torch.utils.data import DataLoader
+
+    from emotion_llama.datasets.instruction import EpochSampler, MERRDataset, collate
+
+    tasks = dict(OmegaConf.load(CONF / "stage" / f"{args.stage}.yaml").tasks)
+    dataset = MERRDataset(bset.records("train"), store, tokenizer, model.num_video_tokens, model.num_feature_tokens,
+                          tasks=tasks, max_length=args.max_length, train=True, seed=0)
+    loader = DataLoader(dataset, batch_size=args.batch or 8, sampler=EpochSampler(len(dataset), 0),
+                        collate_fn=partial(collate, pad_id=tokenizer.pad_token_id))
+    batches: list[dict] = []
+    while len(batches) < args.steps + args.warmup:
+        batches.extend(loader)
+    return batches[: args.steps + args.warmup]
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    feats = {m: t.to(device) for m, t in batch["features"].items()}
+    return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
+            "labels": batch["labels"].to(device), "features": feats}
+
+
+def train_step_fn(model, variant: Variant, device: torch.device) -> Callable[[dict], None]:
+    """Forward, backward and an AdamW step on the trainable parameters, as Lightning's loop would run them."""
+    if variant.grad_ckpt:
+        enable_checkpointing(model.llm.get_base_model())
+    model.train()
+    forward = torch.compile(model) if variant.compile else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.05)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.dtype == "bf16")
+
+    def step(batch: dict) -> None:
+        with autocast:
+            loss = forward(batch["input_ids"], batch["attention_mask"], batch["features"], labels=batch["labels"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def train_model(cfg, bset: BenchSet, args: argparse.Namespace, device: torch.device):
+    """(model, tokenizer, feature store) for one variant: a fresh model each, so none inherits optimizer state."""
+    if cfg.encoder_size == "tiny":
+        from emotion_llama.model.checkpoint import load_checkpoint
+
+        model, _, tokenizer = load_checkpoint(bench_checkpoint(cfg, bset, args.work_dir, args.checkpoint), device=device)
+        return model, tokenizer, bset.store()
+    from emotion_llama.encoders.build import encoder_shapes
+    from emotion_llama.model.builder import build_tokenizer
+
+    tokenizer = build_tokenizer(replace(cfg, llm_path=None, tokenizer_path=None),
+                                [t for r in bset.records("train") for t in (r.subtitle, r.caption, r.reason)])
+    torch.manual_seed(0)
+    model = random_real_model(cfg, tokenizer, device)
+    shapes = encoder_shapes(cfg)
+    return model, tokenizer, RandomFeatures(shapes.dims, shapes.eva_patches)
+
+
+def bench_train_variant(cfg, bset: BenchSet, args: argparse.Namespace, device: torch.device, variant: Variant) -> dict:
+    model, tokenizer, store = train_model(cfg, bset, args, device)
+    batches = [to_device(b, device) for b in train_batches(model, tokenizer, bset, store, args)]
+    step = train_step_fn(model, variant, device)
+    for batch in batches[: args.warmup]:
+        step(batch)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    measured = batches[args.warmup:]
+    seconds = timed(lambda: [step(b) for b in measured], device)
+    tokens = int(sum(b["attention_mask"].sum() for b in measured))
+    # peft keeps an untouched copy of each fully trained module; only the trained copy does work.
+    n_llm = sum(p.numel() for n, p in model.llm.named_parameters() if "original_module" not in n)
+    peak = args.peak_flops or (H100_BF16_PEAK if device.type == "cuda" else None)
+    result = base_result("train", args, device, variant.dtype, args.batch or 8) | {
+        "variant": variant.name, "grad_ckpt": variant.grad_ckpt, "compile": variant.compile, "stage": args.stage,
+        "steps": len(measured), "seconds": seconds, "steps_per_s": len(measured) / seconds,
+        "tokens": tokens, "tokens_per_s": tokens / seconds, "throughput": tokens / seconds,
+        "throughput_unit": "tokens/s (non-pad)", "llm_params": n_llm, "peak_flops": peak,
+        # Model FLOPs only (4NT for LoRA): recomputation under activation checkpointing is not useful work.
+        "mfu": 4 * n_llm * tokens / seconds / peak if peak else None,
+        "peak_mem_mb": peak_memory_mb(device),
+    }
+    return result
+
+
+def bench_train(args: argparse.Namespace) -> list[dict]:
+    device = resolve_device(args.device)
+    variants = [Variant.parse(v) for v in args.variants.split(",")] if args.variants else [
+        Variant.parse("bf16" if device.type == "cuda" else "fp32")]
+    cfg = preset_config(args.preset, args.paths)
+    if cfg.encoder_size != "tiny" and device.type != "cuda":
+        raise UserError(f"model={args.preset} trains a real-size model with random weights and is only "
+                        "benchmarked on a GPU: pass device=cuda on a machine with one")
+    bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, preset_config("tiny"))
+    results = []
+    for variant in variants:
+        results.append(bench_train_variant(cfg, bset, args, device, variant))
+        gc.collect()  # the previous variant's model and optimizer must leave the GPU before the next is built
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- eval
+
+
+@contextlib.contextmanager
+def count_calls(module: torch.nn.Module) -> Iterator[list[int]]:
+    """Counts forward calls: at batch 1 each greedy step is one call, so this is the tokens generated."""
+    count = [0]
+    handle = module.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+    try:
+        yield count
+    finally:
+        handle.remove()
+
+
+def bench_eval(args: argparse.Namespace) -> list[dict]:
+    """Our score protocol (batched label scoring) against the original (batch 1, greedy, last word)."""
+    from emotion_llama.datasets.features import LazyFeatures
+    from emotion_llama.evaluation.evaluate import Evaluator
+    from emotion_llama.inference.core import InferenceCore
+    from emotion_llama.labels import MERR_LABELS
+
+    device = resolve_device(args.device)
+    cfg = preset_config(args.preset, args.paths)
+    bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, cfg)
+    checkpoint = bench_checkpoint(cfg, bset, args.work_dir, args.checkpoint)
+    core = InferenceCore.load(checkpoint, named_paths(args.paths), device)
+    names = bset.names("test")
+    subset = names[: args.clips]
+    features, subtitles = LazyFeatures(bset.store(), names), bset.subtitles()
+    batch = args.batch or 16
+    ours = Evaluator(core, MERR_LABELS, batch_size=batch)
+    original = Evaluator(core, MERR_LABELS, batch_size=1, max_new_tokens=args.max_new_tokens)
+    ours.run(names[:batch], subtitles, features, "score")  # warm-up: first calls pay one-off costs
+    Evaluator(core, MERR_LABELS, batch_size=1, max_new_tokens=2).run(subset[:1], subtitles, features, "generate")
+    ours_s, repeats = timed_repeats(lambda: ours.run(names, subtitles, features, "score"), device, args.min_time)
+    answers: list = []
+    with count_calls(core.model.llm.get_base_model()) as steps:
+        original_s = timed(lambda: answers.extend(original.run(subset, subtitles, features, "generate")), device)
+    ours_rate, original_rate = len(names) * repeats / ours_s, len(subset) / original_s
+    dtype = "bf16" if device.type == "cuda" else "fp32"  # the inference core's autocast policy
+    return [base_result("eval", args, device, dtype, batch) | {
+        "clips": len(names), "repeats": repeats, "ours_protocol": "score (batched, shared-prefix label scoring)",
+        "ours_clips_per_s": ours_rate, "throughput": ours_rate, "throughput_unit": "clips/s",
+        "original_protocol": "generate (batch 1, greedy, last word, else neutral)", "original_batch": 1,
+        "original_clips": len(subset), "original_max_new_tokens": args.max_new_tokens,
+        "original_mean_new_tokens": steps[0] / len(subset),
+        "original_labels": [a.original for a in answers],
+        "original_clips_per_s": original_rate, "speedup": ours_rate / original_rate,
+        "peak_mem_mb": peak_memory_mb(device),
+    }]
+
+
+# ---------------------------------------------------------------------------------------------- extract
+
+
+def bench_extract(args: argparse.Namespace) -> list[dict]:
+    """Decoding alone (DataLoader workers) beside the full extraction (decode, encode, write) of the same videos."""
+    from torch.utils.data import DataLoader
+
+    from emotion_llama.encoders.build import build_encoders
+    from emotion_llama.encoders.extract import VideoFolder, decode_clip, extract_folder
+
+    device = resolve_device(args.device)
+    cfg = preset_config(args.preset, args.paths)
+    bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, preset_config("tiny"))
+    names = bset.names("test")
+    names = names[: args.clips] if args.clips else names
+    paths, batch = bset.videos(names), args.batch or 4
+    decode_clip(paths[0])  # warm-up: the first decode loads the codec libraries
+    loader = DataLoader(VideoFolder(paths), batch_size=batch, num_workers=args.workers, collate_fn=list)
+    decode_s = timed(lambda: [None for _ in loader], device)
+    encoders = build_encoders(cfg, random_tiny_ok=True)
+    extract = partial(extract_folder, bset.root / "videos", cfg=cfg, batch_size=batch, num_workers=args.workers,
+                      progress=False, encoders=encoders, accelerator="gpu" if device.type == "cuda" else "cpu")
+    with tempfile.TemporaryDirectory() as warm:
+        extract(output_dir=warm, names=names[:1])  # warm-up: first encoder calls pay one-off costs
+    with tempfile.TemporaryDirectory() as out, GpuUtilisation(device) as util:
+        counts = []
+        extract_s = timed(lambda: counts.append(extract(output_dir=out, names=names)), device)
+    return [base_result("extract", args, device, "bf16" if device.type == "cuda" else "fp32", batch) | {
+        "clips": len(paths), "workers": args.workers, "decode_clips_per_s": len(paths) / decode_s,
+        "extract_clips_per_s": len(paths) / extract_s, "throughput": len(paths) / extract_s,
+        "throughput_unit": "clips/s (full extraction, Trainer set-up included)", "extracted_ok": counts[0].ok,
+        "gpu_util": util.mean, "peak_mem_mb": peak_memory_mb(device),
+    }]
+
+
+# ---------------------------------------------------------------------------------------------- infer
+
+
+def cold_start(video: Path, checkpoint: Path, device: torch.device, paths: Sequence[str]) -> float:
+    """Seconds from launching ``tools/infer.py`` to its first answer on stdout."""
+    overrides = [f"paths.{k}={v}" for k, v in map(_key_value, paths)]
+    cmd = [sys.executable, str(INFER_TOOL), str(video.resolve()), f"checkpoint={checkpoint}", "json=true",
+           f"device={device}", *overrides]
+    start = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same threads as the warm side
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env) as proc:
+        first = proc.stdout.readline()
+        seconds = time.perf_counter() - start
+        _, err = proc.communicate()
+    if proc.returncode != 0 or not first.startswith("{"):
+        tail = (err.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"tools/infer.py failed on {video} ({tail}): run it by hand to see why")
+    return seconds
+
+
+def bench_infer(args: argparse.Namespace) -> list[dict]:
+    """Cold start (a new process to the first answer) beside warm per-video latency (Predictor loaded once)."""
+    from emotion_llama.inference.video import Predictor
+
+    device = resolve_device(args.device)
+    cfg = preset_config(args.preset, args.paths)
+    bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, cfg)
+    checkpoint = bench_checkpoint(cfg, bset, args.work_dir, args.checkpoint).resolve()
+    names = bset.names("test")
+    videos = bset.videos(names[: (args.clips or len(names) - 1) + 1])
+    cold_s = cold_start(videos[0], checkpoint, device, args.paths)
+    cold_mem = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    predictor = Predictor(checkpoint, named_paths(args.paths), device=device, batch_size=1)
+    predictor.predict([videos[0]])  # the first answer of a loaded model is the cold one, measured above
+    warm = [timed(partial(predictor.predict, [v]), device) * 1000 for v in videos[1:] or videos]
+    return [base_result("infer", args, device, "bf16" if device.type == "cuda" else "fp32", 1) | {
+        "cold_s": cold_s, "warm_videos": len(warm), "warm_mean_ms": statistics.fmean(warm),
+        "warm_median_ms": statistics.median(warm), "throughput": 1000 / statistics.fmean(warm),
+        "throughput_unit": "clips/s (warm, one video at a time)", "cold_peak_mem_mb": cold_mem,
+        "peak_mem_mb": peak_memory_mb(device),
+    }]
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def figures(result: dict) -> str:
+    keys = ROW_FIGURES[result["mode"]]
+    return ", ".join(f"{k}={_fmt(result[k])}" for k in keys if k in result)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def table_row(result: dict, command: str, date: str, note: str | None) -> str:
+    machine = result["machine"] + (f" ({note})" if note else "")
+    cells = [date, machine, f"{result['device']} {result['dtype']}", result["mode"], f"`{command}`", figures(result)]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n"
+
+
+def append_rows(path: Path, rows: Sequence[str]) -> None:
+    """Insert rows at the end of the results table (made, with its header, when the file has none)."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    if TABLE_END not in text:
+        text = text.rstrip("\n") + "\n\n## Results\n\n" + TABLE_HEAD + TABLE_END + "\n"
+    head, _, tail = text.partition(TABLE_END)
+    path.write_text(head + "".join(rows) + TABLE_END + tail)
+
+
+def bench_args(cfg: DictConfig, call: Call) -> argparse.Namespace:
+    """The runners' ``args`` from ``conf/bench.yaml`` composed with the command line (MODE key=value ...)."""
+    if len(call.positional) != 1 or call.positional[0] not in MODES:
+        given = " ".join(call.positional) or "none"
+        raise UsageError(f"give one mode, {' | '.join(MODES)} (got {given}): python tools/bench.py MODE [key=value ...]")
+    if call.named("model."):
+        raise UsageError("the benchmarks measure a preset as it is: choose one with model=NAME, without model.* overrides")
+    if cfg.stage not in ("coarse", "fine"):
+        raise UsageError(f"stage={cfg.stage}: use stage=coarse or stage=fine")
+    variants = cfg.variants
+    if variants is not None and not isinstance(variants, str):
+        variants = ",".join(map(str, variants))
+    append = cfg.append
+    if isinstance(append, str) and append.lower() in ("true", "false"):
+        append = append.lower() == "true"
+    return argparse.Namespace(
+        mode=call.positional[0], preset=cfg.model.preset, device=cfg.device,
+        checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None,
+        # As KEY=VALUE: only the paths named on the command line replace a checkpoint's own.
+        paths=[f"{k}={v}" for k, v in call.named_paths(cfg).items()],
+        data=Path(cfg.data_dir) if cfg.data_dir else None, work_dir=Path(cfg.work_dir),
+        clips_per_label=cfg.clips_per_label, batch=cfg.batch, threads=cfg.threads, workers=cfg.workers,
+        clips=cfg.clips, max_new_tokens=cfg.max_new_tokens, min_time=cfg.min_time, variants=variants,
+        steps=cfg.steps, warmup=cfg.warmup, stage=cfg.stage, max_length=cfg.max_length, peak_flops=cfg.peak_flops,
+        append=Path("BENCHMARKS.md") if append is True else Path(append) if append else None,
+        note=cfg.note, date=str(cfg.date) if cfg.date else datetime.date.today().isoformat(),
+    )
+
+
+EVAL_ORIGINAL_CLIPS = 4  # at 500 tokens a clip the original protocol takes seconds per clip even at tiny size
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], list[dict]]] = {
+    "train": bench_train, "eval": bench_eval, "extract": bench_extract, "infer": bench_infer,
+}
+
+
+def run_bench(cfg: DictConfig, call: Call) -> None:
+    args = bench_args(cfg, call)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.mode == "eval" and args.clips is None:
+        args.clips = EVAL_ORIGINAL_CLIPS
+    results = RUNNERS[args.mode](args)
+    for result in results:
+        print(json.dumps(result), flush=True)
+    if args.append:
+        command = "python tools/bench.py " + shlex.join(call.argv)
+        append_rows(args.append, [table_row(r, command, args.date, args.note) for r in results])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python tools/bench.py MODE [key=value ...]``; see ``--help`` (conf/bench.yaml)."""
+    return run("bench", run_bench, argv, positional="MODE", literal=("checkpoint", "data_dir", "work_dir", "append", "note"))
 
 
 if __name__ == "__main__":

@@ -1,23 +1,130 @@
-"""make demo: synthetic data -> features -> stage 1 -> stage 2 -> evaluation -> inference, on CPU."""
+"""make demo: the embedded default end to end, on CPU: synthetic clips -> tiny encoders -> features -> stage 1 -> stage 2
+-> zero-shot-style evaluation (MERR test split, DFEW and MER2023 formats, each modality dropped)
+-> inference with a card on one test video -> ``summary.json``."""
+
+from __future__ import annotations
 
 import json
+import sys
+import time
+from pathlib import Path
 
-import hydra
+from hydra import compose
 from omegaconf import DictConfig
 
-from emotion_llama.cli import user_errors
+from emotion_llama.cli import Call, run
+from emotion_llama.errors import UserError
+from emotion_llama.evaluation.evaluate import evaluate
+from emotion_llama.fileio import atomic_write_text
+from emotion_llama.training.train import train
 
 
-@hydra.main(config_path="../conf", config_name="demo", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from emotion_llama.demo import format_summary, run_demo
+def _train_cfg(cfg: DictConfig, experiment: str) -> DictConfig:
+    overrides = [f"experiment={experiment}", f"paths.output_dir={cfg.paths.output_dir}",
+                 f"data.generate.clips_per_label={cfg.clips_per_label}", f"data.generate.seed={cfg.seed}",
+                 "trainer.enable_progress_bar=false", *cfg.train_overrides]
+    return compose(config_name="train", overrides=overrides)
 
-    with user_errors():
-        summary = run_demo(cfg)
+
+def _stage(cfg: DictConfig, experiment: str) -> dict:
+    metrics, objects = train(_train_cfg(cfg, experiment))
+    return {"metrics": metrics, "model": str(objects["export"])}
+
+
+def _eval(cfg: DictConfig, checkpoint: str, data: str, tag: str = "", drop: str = "[]") -> dict:
+    overrides = [f"paths.output_dir={cfg.paths.output_dir}", f"data={data}", f"checkpoint={checkpoint}",
+                 f"eval.drop={drop}", f"eval.tag={tag}", f"run_dir={cfg.demo_dir}/eval/{data}{tag}"]
+    report = evaluate(compose(config_name="eval", overrides=overrides))
+    return {k: report[k] for k in ("war", "uar", "weighted_f1", "macro_f1")} | {
+        "metrics": f"{cfg.demo_dir}/eval/{data}{tag}/metrics.json"}
+
+
+def _reasoning(cfg: DictConfig, checkpoint: str) -> dict:
+    """Explanations of the test clips, checked against the cues each clip was drawn with."""
+    from emotion_llama.evaluation.reasoning import evaluate_reasoning
+
+    run_dir = f"{cfg.demo_dir}/eval/reasoning"
+    overrides = [f"paths.output_dir={cfg.paths.output_dir}", "data=synthetic", f"checkpoint={checkpoint}",
+                 f"run_dir={run_dir}"]
+    report = evaluate_reasoning(compose(config_name="eval_reasoning", overrides=overrides))
+    return {"n": report["n"], "concluded_label_accuracy": report.get("concluded_label_accuracy"),
+            "cues": report.get("cues"), "reasons": f"{run_dir}/reasons.csv"}
+
+
+def _infer(cfg: DictConfig, checkpoint: str, video: Path) -> dict:
+    """What ``emotion-llama-infer VIDEO checkpoint=... task=reason json=true card=...`` prints, in-process."""
+    from emotion_llama.datasets.common import read_subtitles
+    from emotion_llama.inference.video import Failure, Predictor, save_card
+
+    infer = compose(config_name="infer")  # the inference tool's own defaults (device, batch size, lengths)
+    card = Path(cfg.demo_dir) / "card.png"
+    predictor = Predictor(checkpoint, device=infer.device, batch_size=infer.batch_size,
+                          max_new_tokens=infer.max_new_tokens, num_workers=infer.num_workers)
+    subtitles = read_subtitles(Path(cfg.paths.synthetic_dir) / "subtitles.csv")
+    (pred,) = predictor.predict([str(video)], subtitles, task="reason", keep_image=True)
+    if isinstance(pred, Failure):
+        raise UserError(f"inference failed on {pred}")
+    save_card(pred, card)
+    return pred.to_dict() | {"card": str(card)}
+
+
+def run_demo(cfg: DictConfig) -> dict:
+    start = time.perf_counter()
+    coarse = _stage(cfg, "tiny_coarse")
+    fine = _stage(cfg, "tiny_fine")
+    ckpt = fine["model"]
+    test = _eval(cfg, ckpt, "synthetic")
+    ablation = {m: _eval(cfg, ckpt, "synthetic", f"_no_{m}", f"[{m}]") for m in ("visual", "audio", "text")}
+    dfew = _eval(cfg, ckpt, "dfew")
+    mer = _eval(cfg, ckpt, "mer2023")
+    first_test = Path(cfg.paths.synthetic_dir, "splits", "test.txt").read_text().split()[0]
+    video = Path(cfg.paths.synthetic_dir, "videos", f"{first_test}.mp4")
+    reasoning = _reasoning(cfg, ckpt)
+    inference = _infer(cfg, ckpt, video)
+    summary = {
+        "test_war": test["war"], "test_uar": test["uar"],
+        "ablation_war": {m: r["war"] for m, r in ablation.items()},
+        "ablation_drop": {m: test["war"] - r["war"] for m, r in ablation.items()},
+        "dfew": dfew, "mer2023": mer,
+        "stage1": coarse["metrics"], "stage2": fine["metrics"],
+        "reasoning": reasoning,
+        "inference": inference,
+        "checkpoint": ckpt, "metrics": test["metrics"], "card": inference["card"],
+        "minutes": (time.perf_counter() - start) / 60,
+    }
+    atomic_write_text(Path(cfg.demo_dir) / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    drops = ", ".join(f"{m} {w:.3f}" for m, w in s["ablation_war"].items())
+    return "\n".join([
+        f"test split (9 labels): WAR {s['test_war']:.3f}  UAR {s['test_uar']:.3f}",
+        f"WAR with one modality dropped: {drops}",
+        f"DFEW format (5 folds): WAR {s['dfew']['war']:.3f}  UAR {s['dfew']['uar']:.3f}",
+        f"MER2023 format: weighted F1 {s['mer2023']['weighted_f1']:.3f}",
+        f"explanations: {_cue_line(s['reasoning'])}",
+        f"inference on {s['inference']['video']}: {s['inference']['emotion']}; card {s['card']}",
+        f"checkpoint {s['checkpoint']} (tools/infer.py uses it by default)",
+        f"{s['minutes']:.1f} minutes",
+    ])
+
+
+def _cue_line(r: dict) -> str:
+    cues = r.get("cues") or {}
+    precision = cues.get("precision")
+    shown = "n/a" if precision is None else f"{precision:.3f}"
+    return (f"{r['n']} test clips; cues named that the clip really has: {shown} "
+            f"({cues.get('named_present', 0)} present, {cues.get('named_absent', 0)} absent); "
+            f"concluded label accuracy {r.get('concluded_label_accuracy')}")
+
+
+def main(cfg: DictConfig, call: Call) -> None:
+    summary = run_demo(cfg)
     print(format_summary(summary))
     print(f"summary: {cfg.demo_dir}/summary.json")
     print(json.dumps({k: summary[k] for k in ("test_war", "test_uar", "ablation_war", "minutes")}))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run("demo", main, literal=("demo_dir",)))

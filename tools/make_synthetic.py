@@ -1,18 +1,17 @@
-"""Write the synthetic MERR-style set: python tools/make_synthetic.py out_dir=DIR clips_per_label=N seed=S"""
+"""Write the synthetic MERR-style set: python tools/make_synthetic.py out_dir=DIR clips_per_label=N seed=S; see --help."""
 
-import hydra
-from hydra.utils import to_absolute_path
+import sys
+
 from omegaconf import DictConfig
 
-from emotion_llama.cli import user_errors
-from emotion_llama.datasets.synthetic import timed_generate
+from emotion_llama.cli import Call, run
 
 
-@hydra.main(config_path="../conf", config_name="make_synthetic", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        print(timed_generate(to_absolute_path(cfg.out_dir), cfg.clips_per_label, cfg.seed, cfg.workers))
+def main(cfg: DictConfig, call: Call) -> None:
+    from emotion_llama.datasets.synthetic import timed_generate
+
+    print(timed_generate(cfg.out_dir, cfg.clips_per_label, cfg.seed, cfg.workers))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run("make_synthetic", main, literal=("out_dir",)))

@@ -1,20 +1,8 @@
-"""Train one stage: python tools/train.py experiment=tiny_coarse (then experiment=tiny_fine)."""
+"""Train one stage: python tools/train.py experiment=tiny_coarse (then experiment=tiny_fine); see --help."""
 
-import json
+import sys
 
-import hydra
-from omegaconf import DictConfig
-
-from emotion_llama.cli import user_errors
-from emotion_llama.train import train
-
-
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        metrics, objects = train(cfg)
-    print(json.dumps({"model": str(objects["export"]), **metrics}))
-
+from emotion_llama.commands.train import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from emotion_llama.prompts import PromptParts, format_chat, user_message
+from emotion_llama.model.prompts import PromptParts, format_chat, user_message
 
 IGNORE_INDEX = -100
 

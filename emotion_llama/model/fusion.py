@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emotion_llama.sequences import pad_batch
+from emotion_llama.model.sequences import pad_batch
 
 # Utterance-level modalities, in their order inside <FeatureHere>; the EVA CLS token comes last.
 FEATURE_MODALITIES: tuple[str, ...] = ("mae", "videomae", "hubert")

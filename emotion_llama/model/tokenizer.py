@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from emotion_llama.errors import WeightsNotFoundError
 from emotion_llama.labels import DFEW_LABELS, MERR_LABELS
-from emotion_llama.prompts import (
+from emotion_llama.model.prompts import (
     DESCRIBE_POOL,
     FEATURE_TOKEN,
     REASON_POOL,

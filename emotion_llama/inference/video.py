@@ -19,18 +19,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from emotion_llama.builder import build_encoders
-from emotion_llama.checkpoint import load_checkpoint, read_config
 from emotion_llama.datasets.media import VIDEO_EXTENSIONS
+from emotion_llama.encoders.build import build_encoders
 from emotion_llama.encoders.extract import FeatureEncoders, VideoFolder
 from emotion_llama.errors import UserError
+from emotion_llama.inference.core import InferenceCore
 from emotion_llama.labels import MERR_LABELS
-from emotion_llama.prompts import PromptParts, emotion_instruction, pick_instruction
-from emotion_llama.sequences import encode_answer, encode_prompt, pad_batch
 
 TASKS = ("emotion", "reason")
-# Real-weight paths (Hydra's ``paths`` group) and the model config keys they replace in a checkpoint.
-PATH_KEYS = {"llm": "llm_path", "eva": "eva", "mae": "mae", "videomae": "videomae", "hubert": "hubert"}
 
 
 @dataclass
@@ -75,30 +71,6 @@ def expand_inputs(args: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def model_overrides(ckpt_dir: str | Path, paths: Mapping[str, str | None]) -> dict:
-    """Model config overrides from the ``paths.*`` values a user gave; encoder paths not given keep the
-    checkpoint's. ``tiny_encoders`` moves the whole folder of the tiny preset's pre-trained encoders."""
-    given = {k: str(v) for k, v in paths.items() if k in PATH_KEYS and v}
-    out: dict = {}
-    if "llm" in given:
-        out["llm_path"] = given.pop("llm")
-    if paths.get("tiny_encoders"):
-        from emotion_llama.encoders.tiny_pretrain import tiny_encoder_paths
-
-        given = {**tiny_encoder_paths(paths["tiny_encoders"]), **given}
-    if given:
-        out["encoder_paths"] = {**read_config(ckpt_dir).encoder_paths, **given}
-    return out
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is available: use --device cpu")
-    return torch.device(device)
-
-
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """FFmpeg and decord write their own messages about a broken file straight to file descriptor 2;
@@ -122,8 +94,8 @@ class Transcriber:
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise UserError(
-                f"ASR model not found at {model_dir} (no config.json): pass --asr-model a local Whisper "
-                "folder saved with save_pretrained, or give subtitles with --subtitle/--subtitles"
+                f"ASR model not found at {model_dir} (no config.json): set asr_model= to a local Whisper "
+                "folder saved with save_pretrained, or give subtitles with subtitle= or subtitles="
             )
         from transformers import pipeline
 
@@ -138,22 +110,25 @@ class Predictor:
 
     def __init__(
         self,
-        checkpoint: str | Path,
-        overrides: Mapping | None = None,
-        device: str | torch.device | None = None,
+        checkpoint: str | Path | InferenceCore,
+        paths: Mapping[str, object] | None = None,
+        device: str | torch.device | None = "auto",
         labels: Sequence[str] = MERR_LABELS,
         batch_size: int = 8,
         max_new_tokens: int = 96,
         num_workers: int = 0,
         asr_model: str | Path | None = None,
     ):
-        self.device = resolve_device(str(device) if device is not None else None)
-        self.model, self.cfg, self.tokenizer = load_checkpoint(checkpoint, dict(overrides or {}), self.device)
-        self.model.eval()
+        """``checkpoint`` is a checkpoint folder (loaded with the user-named ``paths`` merged over its saved
+        weight paths) or an already loaded :class:`InferenceCore`."""
+        if isinstance(checkpoint, InferenceCore):
+            self.core = checkpoint
+        else:
+            self.core = InferenceCore.load(checkpoint, paths, device)
+        self.device = self.core.device
         # The encoders feature extraction used for training: seeded tiny ones or those at the saved paths.
-        self.encoders = FeatureEncoders(build_encoders(self.cfg)).to(self.device).eval()
+        self.encoders = FeatureEncoders(build_encoders(self.core.config)).to(self.device).eval()
         self.labels = list(labels)
-        self.candidates = [encode_answer(self.tokenizer, label) for label in self.labels]
         self.batch_size, self.max_new_tokens, self.num_workers = batch_size, max_new_tokens, num_workers
         self.asr = Transcriber(asr_model, self.device) if asr_model else None
 
@@ -165,7 +140,7 @@ class Predictor:
                      task: str = "emotion", keep_image: bool = False) -> Iterator[Prediction | Failure]:
         """Results in input order, one batch at a time (the first answers come before the last video is read)."""
         if task not in TASKS:
-            raise UserError(f"unknown task {task!r}: use --task emotion or --task reason")
+            raise UserError(f"unknown task {task!r}: use task=emotion or task=reason")
         paths = [Path(p) for p in paths]
         loader = DataLoader(VideoFolder(paths), batch_size=self.batch_size, num_workers=self.num_workers,
                             collate_fn=list)
@@ -199,41 +174,18 @@ class Predictor:
             return self.asr(clip["audio"])
         return text or ""
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _features(self, clips: list[dict]) -> dict[str, torch.Tensor]:
-        with self._autocast():
+        with self.core.autocast():
             per_clip = self.encoders(clips)  # also sets audio_found=False for tracks too short to use
-        return {m: torch.from_numpy(np.stack([f[m] for f in per_clip]).astype(np.float32)).to(self.device)
-                for m in per_clip[0]}
-
-    def _prompts(self, texts: list[str], task: str, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
-        n_video, n_feature = self.model.num_video_tokens, self.model.num_feature_tokens
-        prompts = [encode_prompt(self.tokenizer, PromptParts(t, task, instruction), n_video, n_feature)
-                   for t in texts]
-        ids, mask = pad_batch(prompts, self.tokenizer.pad_token_id, "left")
-        return ids.to(self.device), mask.to(self.device)
+        return {m: torch.from_numpy(np.stack([f[m] for f in per_clip]).astype(np.float32)) for m in per_clip[0]}
 
     def _predict_clips(self, videos: list[str], clips: list[dict], texts: list[str], task: str) -> list[Prediction]:
         feats = self._features(clips)
-        ids, mask = self._prompts(texts, "emotion", emotion_instruction(self.labels))
-        with self._autocast():
-            logp = self.model.score_labels(ids, mask, feats, self.candidates).float()  # (B, K)
-        probs = logp.softmax(-1).cpu()
-        reasons = self._reason(texts, feats) if task == "reason" else [None] * len(clips)
+        probs = self.core.score(texts, feats, self.labels).softmax(-1)  # (B, K)
+        reasons = (self.core.generate(texts, feats, "reason", self.labels, self.max_new_tokens) if task == "reason"
+                   else [None] * len(clips))
         rows = zip(videos, clips, texts, probs, reasons, strict=True)
         return [self._prediction(*row) for row in rows]
-
-    def _reason(self, texts: list[str], feats: dict[str, torch.Tensor]) -> list[str]:
-        ids, mask = self._prompts(texts, "reason", pick_instruction("reason", self.labels, None))
-        with self._autocast():
-            new = self.model.generate(ids, mask, feats, max_new_tokens=self.max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=self.tokenizer.eos_token_id)
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def _prediction(self, video: str, clip: dict, subtitle: str, probs: torch.Tensor,
                     reasoning: str | None) -> Prediction:

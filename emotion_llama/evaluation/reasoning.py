@@ -1,7 +1,7 @@
 """EMER-style explainable emotion reasoning: generate an explanation per clip, then (optionally) judge it.
 
 Generation uses the ``reason`` task with its canonical instruction, greedy decoding and the evaluation
-batching of :class:`~emotion_llama.evaluate.Evaluator`. The explanations are written in EMER's submission
+batching of :class:`~emotion_llama.evaluation.evaluate.Evaluator`. The explanations are written in EMER's submission
 layout (``names,chi_reasons``) to ``run_dir/reasons.csv``.
 
 The original EMER judge (a hosted LLM) is retired, so the judge here is pluggable: any local Hugging Face
@@ -44,19 +44,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from emotion_llama.checkpoint import load_checkpoint
+from emotion_llama.datasets.common import read_subtitles
+from emotion_llama.datasets.cues import cue_phrases_path, read_cue_phrases
+from emotion_llama.datasets.emer import read_emer_csv, write_emer_predictions
 from emotion_llama.datasets.features import FeatureStore, LazyFeatures
-from emotion_llama.datasets.formats import (
-    read_emer_csv,
-    read_merr_json,
-    read_merr_txt,
-    read_subtitles,
-    write_emer_predictions,
-)
-from emotion_llama.datasets.synthetic import FACE_PHRASES, VOICE_PHRASES
+from emotion_llama.datasets.merr import read_merr_json, read_merr_txt
 from emotion_llama.errors import UserError
-from emotion_llama.evaluate import ClipPrediction, Evaluator
+from emotion_llama.evaluation.evaluate import ClipPrediction, Evaluator
 from emotion_llama.fileio import atomic_path, atomic_write_text
+from emotion_llama.inference.core import InferenceCore, resolve_device, weight_paths
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +192,7 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def hf_judge(model_dir: str | Path, device: str = "cpu", max_new_tokens: int = 16) -> JudgeFn:
+def hf_judge(model_dir: str | Path, device: str | torch.device = "cpu", max_new_tokens: int = 16) -> JudgeFn:
     """A judge backed by a local Hugging Face causal LM (greedy, chat template when it has one)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -242,16 +238,20 @@ def _cue_pattern(phrase: str) -> re.Pattern:
     return re.compile(r"\b" + r"\s+".join(map(re.escape, core.split())) + r"\b")
 
 
-_CUE_PATTERNS = {key: _cue_pattern(p) for key, p in {**FACE_PHRASES, **VOICE_PHRASES}.items()}
+def cue_patterns(phrases: Mapping[str, Mapping[str, str]]) -> dict[str, re.Pattern]:
+    """One pattern per cue key of a set's vocabulary (``{"face": {key: phrase}, "voice": {key: phrase}}``)."""
+    return {key: _cue_pattern(p) for group in phrases.values() for key, p in group.items()}
 
 
-def cue_mentions(reason_text: str, cues: Mapping[str, Sequence[str]]) -> dict:
+def cue_mentions(reason_text: str, cues: Mapping[str, Sequence[str]],
+                 phrases: Mapping[str, Mapping[str, str]]) -> dict:
     """Which synthetic cue phrases ``reason_text`` names, split by whether the clip has them.
 
-    ``cues`` is a clip's ``cues`` record (``face_cues`` and ``voice_cues`` lists of cue keys).
+    ``cues`` is a clip's ``cues`` record (``face_cues`` and ``voice_cues`` lists of cue keys); ``phrases`` the
+    set's cue vocabulary, as its ``cue_phrases.json`` holds it (:func:`read_cue_phrases`).
     """
     text = reason_text.lower()
-    named = [key for key, pattern in _CUE_PATTERNS.items() if pattern.search(text)]
+    named = [key for key, pattern in cue_patterns(phrases).items() if pattern.search(text)]
     have = {*cues.get("face_cues", ()), *cues.get("voice_cues", ())}
     present = [k for k in named if k in have]
     absent = [k for k in named if k not in have]
@@ -259,9 +259,10 @@ def cue_mentions(reason_text: str, cues: Mapping[str, Sequence[str]]) -> dict:
             "named_absent": absent, "not_named": sorted(have - set(named))}
 
 
-def cue_summary(reasons: Mapping[str, str], cue_records: Mapping[str, Mapping]) -> dict | None:
+def cue_summary(reasons: Mapping[str, str], cue_records: Mapping[str, Mapping],
+                phrases: Mapping[str, Mapping[str, str]]) -> dict | None:
     """Cue mentions summed over the clips whose json records their cues (``None`` when none does)."""
-    checks = [cue_mentions(reasons[n], cue_records[n]) for n in reasons if n in cue_records]
+    checks = [cue_mentions(reasons[n], cue_records[n], phrases) for n in reasons if n in cue_records]
     if not checks:
         return None
     named = sum(c["present"] + c["absent"] for c in checks)
@@ -275,11 +276,10 @@ def cue_summary(reasons: Mapping[str, str], cue_records: Mapping[str, Mapping]) 
 
 def evaluate_reasoning(cfg: DictConfig, judge_fn: JudgeFn | None = None) -> dict:
     """Generate explanations for the ground-truth clips, write reasons.csv, judge them, write reasoning.json."""
-    device = _device(cfg.reasoning.device)
     if judge_fn is None and cfg.judge.get("model"):
         _check_judge_dir(cfg.judge.model)  # before generating, not after minutes of it
     truth = load_truth(cfg)
-    model, _, tokenizer = load_checkpoint(cfg.checkpoint, device=device)
+    core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device)
     names = sorted(truth)
     store = FeatureStore(cfg.reasoning.get("features_dir") or cfg.data.features_dir, cfg.data.feature_dirs)
     have, missing = store.split_available(names)
@@ -288,8 +288,8 @@ def evaluate_reasoning(cfg: DictConfig, judge_fn: JudgeFn | None = None) -> dict
     drop = list(cfg.reasoning.drop or [])
     features = LazyFeatures(store, have, drop)
     subtitles = {} if "text" in drop else {n: truth[n].subtitle for n in have}
-    evaluator = ReasonEvaluator(model, tokenizer, cfg.data.labels, cfg.data.get("label_map"),
-                                cfg.reasoning.batch_size, cfg.reasoning.max_new_tokens, device)
+    evaluator = ReasonEvaluator(core, cfg.data.labels, cfg.data.get("label_map"), cfg.reasoning.batch_size,
+                                cfg.reasoning.max_new_tokens)
     preds = evaluator.reasons(have, subtitles, features)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -299,15 +299,9 @@ def evaluate_reasoning(cfg: DictConfig, judge_fn: JudgeFn | None = None) -> dict
     report["judge"] = _judge_block(cfg, reasons, truth, judge_fn, run_dir)
     cues = _cue_records(cfg)
     if cues:
-        report["cues"] = cue_summary(reasons, cues)
+        report["cues"] = cue_summary(reasons, cues, _cue_phrases(cfg))
     atomic_write_text(run_dir / "reasoning.json", json.dumps(report, indent=2))
     return report
-
-
-def _device(setting: str) -> str:
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return setting
 
 
 def _base_report(cfg: DictConfig, truth: Mapping[str, Truth], preds: Sequence[ClipPrediction],
@@ -325,7 +319,7 @@ def _judge_block(cfg: DictConfig, reasons: Mapping[str, str], truth: Mapping[str
     if judge_fn is None:
         if not cfg.judge.get("model"):
             return {"skipped": "not run: set judge.model=DIR (a local Hugging Face causal LM) to score the reasons"}
-        judge_fn = hf_judge(cfg.judge.model, _device(cfg.judge.device), cfg.judge.max_new_tokens)
+        judge_fn = hf_judge(cfg.judge.model, resolve_device(cfg.judge.device), cfg.judge.max_new_tokens)
     summary, rows = judge(reasons, truth, judge_fn, cfg.judge.batch_size)
     _write_judgements(run_dir / "judgements.csv", rows)
     return {"model": str(cfg.judge.get("model") or "<callable>"), "prompt": JUDGE_PROMPT, **summary}
@@ -342,4 +336,14 @@ def _cue_records(cfg: DictConfig) -> dict[str, Mapping]:
     fine = cfg.data.get("fine_json")
     if cfg.reasoning.get("ground_truth") or not fine or not Path(fine).is_file():
         return {}
-    return {n: r["cues"] for n, r in read_merr_json(fine).items() if isinstance(r.get("cues"), dict)}
+    records = {n: r["cues"] for n, r in read_merr_json(fine).items() if isinstance(r.get("cues"), dict)}
+    vocabulary = cue_phrases_path(Path(fine).parent)
+    if records and not vocabulary.is_file():
+        log.warning("no cue check: %s is missing (tools/make_synthetic.py on that set adds it)", vocabulary)
+        return {}
+    return records
+
+
+def _cue_phrases(cfg: DictConfig) -> dict[str, dict[str, str]]:
+    """The cue vocabulary the generator wrote next to the data's fine json."""
+    return read_cue_phrases(Path(cfg.data.fine_json).parent)

@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
 
-from emotion_llama.datasets.merr import EpochSampler, MERRDataset, collate
-from emotion_llama.model import EmotionLLaMA
+from emotion_llama.datasets.instruction import EpochSampler, MERRDataset, collate
+from emotion_llama.model.fusion import EmotionLLaMA
 
 
 class EmotionLLaMAModule(L.LightningModule):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from emotion_llama.builder import ENCODERS, _encoder_config, build_model, encoder_shapes
-from emotion_llama.config import ENCODER_NAMES, ModelConfig
-from emotion_llama.llm import lora_parameter_count
+from emotion_llama.encoders import ENCODERS
+from emotion_llama.encoders.build import encoder_config, encoder_shapes
+from emotion_llama.model.builder import build_model
+from emotion_llama.model.config import ENCODER_NAMES, ModelConfig
+from emotion_llama.model.llm import lora_parameter_count
 
 
 def _count(module: torch.nn.Module, trainable_only: bool = False) -> int:
@@ -17,7 +19,7 @@ def inspect_model(cfg: ModelConfig) -> dict:
     shapes = encoder_shapes(cfg)
     with torch.device("meta"):
         model = build_model(cfg, tokenizer=None, shapes=shapes)
-        encoders = {n: ENCODERS[n].from_config(_encoder_config(cfg, n)) for n in ENCODER_NAMES}
+        encoders = {n: ENCODERS[n].from_config(encoder_config(cfg, n)) for n in ENCODER_NAMES}
     lora = lora_parameter_count(model.llm)
     llm_total = _count(model.llm)
     params = {

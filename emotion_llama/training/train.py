@@ -11,34 +11,17 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from emotion_llama.builder import build_model, build_tokenizer
-from emotion_llama.checkpoint import load_checkpoint, read_config, save_checkpoint
 from emotion_llama.cli import model_config
 from emotion_llama.datasets.features import FeatureStore
-from emotion_llama.datasets.merr import MERRDataset, keep_with_features, load_records
+from emotion_llama.datasets.instruction import MERRDataset, keep_with_features, load_records
 from emotion_llama.errors import UserError
-from emotion_llama.lightning import EmotionDataModule, EmotionLLaMAModule
-from emotion_llama.llm import enable_checkpointing
-from emotion_llama.sequences import encode_answer
+from emotion_llama.model.builder import build_model, build_tokenizer
+from emotion_llama.model.checkpoint import load_checkpoint, read_config, save_checkpoint
+from emotion_llama.model.llm import enable_checkpointing
+from emotion_llama.model.sequences import encode_answer
+from emotion_llama.training.lightning import EmotionDataModule, EmotionLLaMAModule
 
 log = logging.getLogger(__name__)
-
-
-def prepare_synthetic(cfg: DictConfig) -> None:
-    """Generate the synthetic set, pre-train the tiny encoders and extract features when absent."""
-    from emotion_llama.datasets.synthetic import generate
-    from emotion_llama.encoders.extract import extract_folder
-    from emotion_llama.encoders.tiny_pretrain import pretrain_tiny_encoders
-
-    gen = cfg.data.generate
-    generate(cfg.data.root, clips_per_label=gen.clips_per_label, seed=gen.seed, workers=gen.workers)
-    model_cfg = model_config(cfg)
-    if model_cfg.encoder_size == "tiny" and model_cfg.encoder_paths:
-        pretrain_tiny_encoders(cfg.data.root, cfg.paths.tiny_encoders, workers=gen.workers)
-    extract_folder(
-        cfg.data.videos_dir, cfg.data.features_dir, model_cfg, feature_dirs=cfg.data.feature_dirs,
-        num_workers=gen.workers, batch_size=8,
-    )
 
 
 def _dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, model, train: bool) -> MERRDataset | None:
@@ -82,7 +65,8 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     """Fit one stage and export its trainable weights to ``{run_dir}/model``; returns (metrics, objects)."""
     L.seed_everything(cfg.seed, workers=True)
     if cfg.data.get("generate"):
-        prepare_synthetic(cfg)
+        # The data config names how its data is made when absent (data=synthetic: the synthetic set).
+        hydra.utils.instantiate(cfg.data.generate)(cfg)
     model, model_cfg, tokenizer = _model_and_tokenizer(cfg)
     if cfg.get("activation_checkpointing"):
         enable_checkpointing(model.llm.get_base_model())

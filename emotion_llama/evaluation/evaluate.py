@@ -24,27 +24,24 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from emotion_llama.answers import parse_emotion, parse_like_original
-from emotion_llama.checkpoint import load_checkpoint
+from emotion_llama.datasets.common import Sample, read_subtitles
+from emotion_llama.datasets.dfew import read_dfew_split, read_dfew_txt
 from emotion_llama.datasets.features import FeatureStore, LazyFeatures
-from emotion_llama.datasets.formats import (
-    Sample,
-    read_dfew_split,
-    read_dfew_txt,
-    read_mer2023_csv,
-    read_mer2023_npz,
-    read_mer2024_csv,
-    read_merr_txt,
-    read_subtitles,
-)
+from emotion_llama.datasets.mer import read_mer2023_csv, read_mer2023_npz, read_mer2024_csv
+from emotion_llama.datasets.merr import read_merr_txt
 from emotion_llama.datasets.noise import Corruption
+from emotion_llama.encoders.extract import extract_folder
 from emotion_llama.errors import UserError
+from emotion_llama.evaluation.answers import parse_emotion, parse_like_original
+from emotion_llama.evaluation.metrics import (
+    SUMMARY_KEYS,
+    classification_report,
+    mean_over_folds,
+    plot_confusion,
+)
 from emotion_llama.fileio import atomic_path, atomic_write_text
+from emotion_llama.inference.core import InferenceCore, weight_paths
 from emotion_llama.labels import MERR_LABELS
-from emotion_llama.metrics import SUMMARY_KEYS, classification_report, mean_over_folds, plot_confusion
-from emotion_llama.model import EmotionLLaMA
-from emotion_llama.prompts import PromptParts, pick_instruction
-from emotion_llama.sequences import encode_answer, encode_prompt, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -78,35 +75,27 @@ class ClipPrediction:
 
 
 class Evaluator:
-    """Batched closed-set scoring or greedy generation over clips with cached features."""
+    """Batched closed-set scoring or greedy generation over clips with cached features, on an
+    :class:`~emotion_llama.inference.core.InferenceCore`."""
 
     task = "emotion"
 
-    def __init__(self, model: EmotionLLaMA, tokenizer, labels: Sequence[str], label_map: Mapping[str, str] | None = None,
-                 batch_size: int = 16, max_new_tokens: int = 16, device: str | torch.device = "cpu"):
-        self.model, self.tokenizer = model.eval(), tokenizer
+    def __init__(self, core: InferenceCore, labels: Sequence[str], label_map: Mapping[str, str] | None = None,
+                 batch_size: int = 16, max_new_tokens: int = 16):
+        self.core = core
         self.labels = list(labels)
         self.label_map = dict(label_map or {})
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
-        self.device = torch.device(device)
-        self.candidates = [encode_answer(tokenizer, label) for label in self.labels]
 
-    def _batch(self, names: Sequence[str], subtitles: Mapping[str, str], features: Mapping[str, dict]):
-        instruction = pick_instruction(self.task, self.labels, None)
-        prompts = [
-            encode_prompt(self.tokenizer, PromptParts(subtitles.get(n, ""), self.task, instruction),
-                          self.model.num_video_tokens, self.model.num_feature_tokens)
-            for n in names
-        ]
-        ids, mask = pad_batch(prompts, self.tokenizer.pad_token_id, "left")
+    @staticmethod
+    def _inputs(names: Sequence[str], subtitles: Mapping[str, str], features: Mapping[str, dict]):
         clips = [features[n] for n in names]  # one read per clip: ``features`` may load lazily
-        feats = {m: torch.stack([c[m] for c in clips]).to(self.device) for m in clips[0]}
-        return ids.to(self.device), mask.to(self.device), feats
+        feats = {m: torch.stack([c[m] for c in clips]) for m in clips[0]}
+        return [subtitles.get(n, "") for n in names], feats
 
     def score(self, names, subtitles, features) -> list[ClipPrediction]:
-        ids, mask, feats = self._batch(names, subtitles, features)
-        with self._autocast():
-            logp = self.model.score_labels(ids, mask, feats, self.candidates).float()  # (B, K)
+        texts, feats = self._inputs(names, subtitles, features)
+        logp = self.core.score(texts, feats, self.labels)  # (B, K)
         out = []
         for name, row in zip(names, logp.tolist(), strict=True):
             best = max(range(len(row)), key=row.__getitem__)
@@ -114,25 +103,16 @@ class Evaluator:
         return out
 
     def generate(self, names, subtitles, features) -> list[ClipPrediction]:
-        ids, mask, feats = self._batch(names, subtitles, features)
-        with self._autocast():
-            new = self.model.generate(ids, mask, feats, max_new_tokens=self.max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=self.tokenizer.eos_token_id)
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return [ClipPrediction(n, self._parse(t), answer=t.strip(), original=parse_like_original(t, self.labels))
-                for n, t in zip(names, texts, strict=True)]
+        texts, feats = self._inputs(names, subtitles, features)
+        answers = self.core.generate(texts, feats, self.task, self.labels, self.max_new_tokens)
+        return [ClipPrediction(n, self._parse(t), answer=t, original=parse_like_original(t, self.labels))
+                for n, t in zip(names, answers, strict=True)]
 
     def _parse(self, text: str) -> str | None:
         vocabulary = list(dict.fromkeys([*self.labels, *MERR_LABELS, *self.label_map]))
         label = parse_emotion(text, vocabulary)
         label = self.label_map.get(label, label)
         return label if label in self.labels else None
-
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
 
     def run(self, names: Sequence[str], subtitles, features, protocol: str) -> list[ClipPrediction]:
         step = {"score": self.score, "generate": self.generate}.get(protocol)
@@ -150,8 +130,6 @@ def _features(cfg: DictConfig, store: FeatureStore, names: list[str], model_cfg)
     missing = [n for n in names if not store.has(n)]
     videos = cfg.data.get("videos_dir")
     if (missing or (corruption and corruption.active)) and videos and Path(videos).is_dir() and cfg.eval.extract_missing:
-        from emotion_llama.encoders.extract import extract_folder
-
         todo = names if corruption and corruption.active else missing
         extract_folder(videos, store.root, model_cfg, feature_dirs=store.dirs, names=todo,
                        corruption=corruption, progress=False, num_workers=cfg.eval.num_workers)
@@ -159,29 +137,16 @@ def _features(cfg: DictConfig, store: FeatureStore, names: list[str], model_cfg)
     return LazyFeatures(store, have, list(cfg.eval.drop or [])), lack
 
 
-def _overrides(cfg: DictConfig) -> dict:
-    """Real-weight paths given on the command line replace those saved in the checkpoint."""
-    paths = cfg.paths
-    out = {}
-    if paths.get("llm"):
-        out["llm_path"] = paths.llm
-    enc = {k: paths.get(k) for k in ("eva", "mae", "videomae", "hubert") if paths.get(k)}
-    if enc:
-        out["encoder_paths"] = enc
-    return out
-
-
 def evaluate(cfg: DictConfig) -> dict:
     """Run the evaluation described by ``cfg`` and write metrics.json, predictions.csv, confusion.png."""
-    device = "cuda" if cfg.eval.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.eval.device == "auto" else cfg.eval.device)
-    model, model_cfg, tokenizer = load_checkpoint(cfg.checkpoint, _overrides(cfg), device=device)
+    core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device)
     subsets = load_subsets(cfg.data)
     labels = list(cfg.data.labels)
     names = sorted({s.name for samples in subsets.values() for s in samples})
     subtitles = read_subtitles(cfg.data.subtitles) if cfg.data.get("subtitles") and "text" not in (cfg.eval.drop or []) else {}
     features_dir = cfg.eval.get("features_dir") or cfg.data.features_dir
     store = FeatureStore(features_dir, cfg.data.feature_dirs)
-    features, missing = _features(cfg, store, names, model_cfg)
+    features, missing = _features(cfg, store, names, core.config)
     if not features:
         raise UserError(
             f"no test clip has features under {features_dir}: run tools/extract_features.py or set "
@@ -189,8 +154,7 @@ def evaluate(cfg: DictConfig) -> dict:
         )
     if missing:
         log.warning("%d of %d clips have no features and are reported as missing (e.g. %s)", len(missing), len(names), missing[0])
-    evaluator = Evaluator(model, tokenizer, labels, cfg.data.get("label_map"), cfg.eval.batch_size,
-                          cfg.eval.max_new_tokens, device)
+    evaluator = Evaluator(core, labels, cfg.data.get("label_map"), cfg.eval.batch_size, cfg.eval.max_new_tokens)
     preds = {p.name: p for p in evaluator.run([n for n in names if n in features], subtitles, features, cfg.protocol)}
     report = _report(subsets, preds, labels, cfg)
     report["missing"] = {"count": len(missing), "names": missing}

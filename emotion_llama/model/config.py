@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from emotion_llama.errors import WeightsNotFoundError
-from emotion_llama.llm import LoraSpec
+from emotion_llama.model.llm import LoraSpec
 
 ENCODER_NAMES = ("eva", "mae", "videomae", "hubert")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

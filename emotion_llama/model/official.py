@@ -20,11 +20,12 @@ from safetensors.torch import save_file
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from emotion_llama.builder import EncoderShapes, _encoder_config, build_model, build_tokenizer, encoder_shapes
-from emotion_llama.checkpoint import CheckpointError
-from emotion_llama.config import ModelConfig
+from emotion_llama.encoders.build import EncoderShapes, encoder_config, encoder_shapes
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_dir
+from emotion_llama.model.builder import build_model, build_tokenizer
+from emotion_llama.model.checkpoint import CheckpointError
+from emotion_llama.model.config import ModelConfig
 
 # MiniGPT-v2 attribute -> our projector; feats_llama_proj1/2/3 follow the order of its feature list.
 PROJECTOR_NAMES = {
@@ -205,7 +206,7 @@ def check_eva(path: Path, cfg: ModelConfig, shapes: EncoderShapes) -> None:
     """Fail now, not at the first inference, when the EVA file does not load into the configured EVA."""
     from emotion_llama.encoders.eva import EvaEncoder
 
-    eva = EvaEncoder.from_pretrained(path, config=_encoder_config(cfg, "eva"))
+    eva = EvaEncoder.from_pretrained(path, config=encoder_config(cfg, "eva"))
     if (eva.num_features, eva.num_patches) != (shapes.dims["eva"], shapes.eva_patches):
         raise UserError(
             f"{path} gives {eva.num_patches} EVA tokens of width {eva.num_features}, but the projectors expect "
@@ -222,7 +223,7 @@ def write_checkpoint(
     tokenizer: PreTrainedTokenizerBase | None,
     report: ImportReport,
 ) -> None:
-    """The files :func:`emotion_llama.checkpoint.load_checkpoint` reads (no materialised model needed)."""
+    """The files :func:`emotion_llama.model.checkpoint.load_checkpoint` reads (no materialised model needed)."""
     # What PeftModel.save_pretrained records, so that peft's own loaders accept the adapter too.
     peft_config.base_model_name_or_path = cfg.llm_path
     peft_config.inference_mode = True

@@ -1,0 +1,26 @@
+"""Everything a training run on the synthetic set needs before it starts: the set, tiny encoders, features.
+
+``data=synthetic`` names :func:`prepare_synthetic` in its ``generate`` block (a Hydra ``_partial_`` target), and
+``train(cfg)`` calls it right after seeding; the library itself never imports the generator.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+def prepare_synthetic(cfg: DictConfig, clips_per_label: int = 40, seed: int = 0, workers: int = 2) -> None:
+    """Generate the synthetic set, pre-train the tiny encoders and extract features when absent."""
+    from emotion_llama.cli import model_config
+    from emotion_llama.datasets.synthetic.writer import generate
+    from emotion_llama.encoders.extract import extract_folder
+    from emotion_llama.encoders.tiny_pretrain import pretrain_tiny_encoders
+
+    generate(cfg.data.root, clips_per_label=clips_per_label, seed=seed, workers=workers)
+    model_cfg = model_config(cfg)
+    if model_cfg.encoder_size == "tiny" and model_cfg.encoder_paths:
+        pretrain_tiny_encoders(cfg.data.root, cfg.paths.tiny_encoders, workers=workers)
+    extract_folder(
+        cfg.data.videos_dir, cfg.data.features_dir, model_cfg, feature_dirs=cfg.data.feature_dirs,
+        num_workers=workers, batch_size=8,
+    )

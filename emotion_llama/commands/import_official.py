@@ -1,0 +1,36 @@
+"""emotion-llama-import: convert the official Emotion_LLaMA.pth into a checkpoint folder of this project.
+
+Prints the import report; refuses (exit code 2, nothing written) when a weight is missing or mis-shaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omegaconf import DictConfig
+
+from emotion_llama import cli
+from emotion_llama.cli import Call, run
+
+
+def model_config(name: str, llm: str | None = None, overrides: Sequence[str] = ()):
+    """The preset's ModelConfig with ``${paths.*}`` resolved, as ``emotion-llama-import model=NAME`` composes it."""
+    args = [f"model={name}", "ckpt=-", "out=-", *overrides] + ([f"paths.llm={llm}"] if llm is not None else [])
+    with cli._hydra():
+        return cli.model_config(cli.compose("import_official", args))
+
+
+def _main(cfg: DictConfig, call: Call) -> None:
+    from emotion_llama.model.official import OfficialImportError, import_official
+
+    try:
+        report = import_official(cfg.ckpt, cfg.out, cli.model_config(cfg), eva_path=cfg.paths.eva)
+    except OfficialImportError as err:
+        print(err.report.format())
+        raise
+    print(report.format())
+    print(f"wrote {cfg.out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run("import_official", _main, argv, literal=("ckpt", "out"))

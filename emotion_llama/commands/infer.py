@@ -1,0 +1,84 @@
+"""emotion-llama-infer: the emotion of raw videos with a trained checkpoint.
+
+    emotion-llama-infer clip.mp4 videos/ subtitles=subs.csv task=reason json=true card=cards/
+
+Exit code 0 when every video was processed, 1 when some could not be read, 2 on a usage or setup error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from emotion_llama.cli import Call, UsageError, run
+from emotion_llama.errors import UserError
+
+TASKS = ("emotion", "reason")
+
+
+def check_args(cfg: DictConfig, call: Call) -> None:
+    if not call.positional:
+        raise UsageError(f"give at least one video or folder: {call.prog} VIDEO|DIR [...] [key=value ...]")
+    if cfg.task not in TASKS:
+        raise UsageError(f"task={cfg.task}: use task=emotion or task=reason")
+    if not isinstance(cfg.json, bool):
+        raise UsageError(f"json={cfg.json}: use json=true or json=false")
+    if cfg.subtitle is not None and cfg.subtitles is not None:
+        raise UsageError("give subtitle=TEXT (every video) or subtitles=CSV (per video), not both")
+
+
+def find_checkpoint(cfg: DictConfig) -> Path:
+    if cfg.checkpoint is not None:
+        return Path(cfg.checkpoint)
+    for path in map(Path, cfg.demo_checkpoints):
+        if (path / "config.yaml").is_file():
+            print(f"using the demo's tiny model at {path}; pass checkpoint=DIR for another", file=sys.stderr)
+            return path
+    raise UserError(f"no checkpoint found at {' or '.join(cfg.demo_checkpoints)}: run `make demo` to train the "
+                    "tiny model, or pass checkpoint=DIR")
+
+
+def load_subtitles(cfg: DictConfig) -> dict[str, str] | str | None:
+    if cfg.subtitles is None:
+        return None if cfg.subtitle is None else str(cfg.subtitle)
+    from emotion_llama.datasets.common import read_subtitles
+
+    return read_subtitles(cfg.subtitles)
+
+
+def emit(result, as_json: bool, cards: dict[str, Path]) -> bool:
+    """Print one result (and save its card); False for a video that could not be processed."""
+    from emotion_llama.inference.video import Failure, format_prediction, save_card
+
+    if isinstance(result, Failure):
+        print(f"error: {str(result).replace(chr(10), ' ')}", file=sys.stderr, flush=True)
+        return False
+    print(json.dumps(result.to_dict()) if as_json else format_prediction(result) + "\n", flush=True)
+    if cards:
+        save_card(result, cards[result.video])
+    return True
+
+
+def _main(cfg: DictConfig, call: Call) -> int:
+    check_args(cfg, call)
+    checkpoint = find_checkpoint(cfg)
+    from emotion_llama.inference.video import Predictor, card_paths, expand_inputs
+
+    videos = expand_inputs(call.positional)
+    subtitles = load_subtitles(cfg)
+    # The paths.* named on the command line replace the checkpoint's saved weight paths; the others stay.
+    predictor = Predictor(checkpoint, paths=call.named_paths(cfg), device=cfg.device, batch_size=cfg.batch_size,
+                          max_new_tokens=cfg.max_new_tokens, num_workers=cfg.num_workers, asr_model=cfg.asr_model)
+    cards = card_paths(cfg.card, [str(v) for v in videos]) if cfg.card else {}
+    results = predictor.predict_iter(videos, subtitles, cfg.task, keep_image=bool(cards))
+    failed = sum(not emit(r, cfg.json, cards) for r in results)
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run("infer", _main, argv, positional="VIDEO",
+               literal=("checkpoint", "card", "subtitle", "subtitles", "asr_model"))

@@ -1,0 +1,20 @@
+"""emotion-llama-inspect: one JSON object describing a model preset (no weights loaded)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from omegaconf import DictConfig
+
+from emotion_llama.cli import Call, model_config, run
+
+
+def _main(cfg: DictConfig, call: Call) -> None:
+    from emotion_llama.model.inspect import inspect_model
+
+    print(json.dumps(inspect_model(model_config(cfg))))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run("inspect_model", _main, argv)

@@ -1,0 +1,21 @@
+"""emotion-llama-train: train one stage (``experiment=tiny_coarse``, then ``experiment=tiny_fine``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from omegaconf import DictConfig
+
+from emotion_llama.cli import Call, run
+
+
+def _main(cfg: DictConfig, call: Call) -> None:
+    from emotion_llama.training.train import train
+
+    metrics, objects = train(cfg)
+    print(json.dumps({"model": str(objects["export"]), **metrics}))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run("train", _main, argv, literal=("run_dir", "stage.init_from"))

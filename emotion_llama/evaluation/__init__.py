@@ -1,0 +1,1 @@
+"""Evaluation: zero-shot benchmarks, metrics, answer parsing and EMER-style reasoning."""

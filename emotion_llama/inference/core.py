@@ -1,0 +1,151 @@
+"""The inference core: a loaded checkpoint that scores candidate labels and generates answers for batches of
+clips, with one device and dtype policy.
+
+Evaluation (:mod:`emotion_llama.evaluation.evaluate`), EMER-style reasoning, inference on videos
+(:mod:`emotion_llama.inference.video`) and the benchmarks all run the model through :class:`InferenceCore`;
+none of them encodes prompts, pads, picks a device or sets autocast itself.
+
+- Device: ``auto`` (the first CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+- Dtype: the checkpoint's weights as loaded; on a GPU the forward passes run under bf16 autocast.
+- Weight paths: the ``paths.*`` a user names replace the checkpoint's saved ones; the others are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from emotion_llama.encoders.tiny_pretrain import tiny_encoder_paths
+from emotion_llama.errors import UserError
+from emotion_llama.labels import MERR_LABELS
+from emotion_llama.model.checkpoint import load_checkpoint, read_config
+from emotion_llama.model.config import ModelConfig
+from emotion_llama.model.fusion import EmotionLLaMA
+from emotion_llama.model.prompts import PromptParts, pick_instruction
+from emotion_llama.model.sequences import encode_answer, encode_prompt, pad_batch
+
+# Real-weight paths (the ``paths`` config group) and the model config keys they replace in a checkpoint.
+LLM_PATH_KEY = "llm"
+ENCODER_PATH_KEYS = ("eva", "mae", "videomae", "hubert")
+TINY_ENCODERS_KEY = "tiny_encoders"
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` as given."""
+    name = "auto" if device is None else str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name} is not a device: use device=auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise UserError(f"device={name} is not supported: use device=auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device={name} needs a CUDA GPU but none is visible here: use device=cpu or device=auto")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise UserError(f"device={name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    return resolved
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on a GPU; full precision (the weights' own dtype) on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def weight_paths(paths: Mapping[str, object] | None) -> dict[str, str]:
+    """The real-weight paths set in a ``paths`` config group (they default to null: set means named)."""
+    paths = paths or {}
+    return {k: str(paths[k]) for k in (LLM_PATH_KEY, *ENCODER_PATH_KEYS) if paths.get(k)}
+
+
+def checkpoint_overrides(ckpt_dir: str | Path, paths: Mapping[str, object] | None) -> dict:
+    """Model-config overrides from the ``paths.*`` values a user named: those given replace the
+    checkpoint's, the others keep the checkpoint's saved values. ``tiny_encoders`` moves the whole
+    folder of the tiny preset's pre-trained encoders (a path named explicitly still wins)."""
+    paths = {k: v for k, v in (paths or {}).items() if v}
+    out: dict = {}
+    if LLM_PATH_KEY in paths:
+        out["llm_path"] = str(paths[LLM_PATH_KEY])
+    given = {k: str(paths[k]) for k in ENCODER_PATH_KEYS if k in paths}
+    if TINY_ENCODERS_KEY in paths:
+        given = {**tiny_encoder_paths(paths[TINY_ENCODERS_KEY]), **given}
+    if given:
+        out["encoder_paths"] = {**read_config(ckpt_dir).encoder_paths, **given}
+    return out
+
+
+class InferenceCore:
+    """A fusion model and its tokenizer on one device: closed-set scoring and generation over batches.
+
+    A batch is a list of subtitles (one per clip, ``""`` for none) and the clips' features
+    ``{modality: (B, ...)}``; the core builds the prompts, pads them on the left, moves everything to its
+    device and runs the model under the device's autocast policy.
+    """
+
+    def __init__(self, model: EmotionLLaMA, tokenizer, config: ModelConfig | None = None,
+                 device: str | torch.device = "cpu"):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self._candidates: dict[tuple[str, ...], list[list[int]]] = {}
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, paths: Mapping[str, object] | None = None,
+             device: str | torch.device | None = "auto") -> InferenceCore:
+        """Load ``checkpoint`` with the ``paths`` a user named merged over its saved weight paths
+        (see :func:`checkpoint_overrides`; pass only what the user named, not a config's defaults)."""
+        resolved = resolve_device(device)
+        model, config, tokenizer = load_checkpoint(checkpoint, checkpoint_overrides(checkpoint, paths), resolved)
+        return cls(model, tokenizer, config, resolved)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device)
+
+    # ------------------------------------------------------------------------------------------ prompts
+
+    def prompts(self, subtitles: Sequence[str], task: str, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and attention mask, (B, L) each, on the core's device."""
+        n_video, n_feature = self.model.num_video_tokens, self.model.num_feature_tokens
+        seqs = [encode_prompt(self.tokenizer, PromptParts(s, task, instruction), n_video, n_feature) for s in subtitles]
+        ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id, "left")
+        return ids.to(self.device), mask.to(self.device)
+
+    def candidates(self, labels: Sequence[str]) -> list[list[int]]:
+        """Each label's answer ids (label + EOS), exactly as training writes the answer."""
+        key = tuple(labels)
+        if key not in self._candidates:
+            self._candidates[key] = [encode_answer(self.tokenizer, label) for label in labels]
+        return self._candidates[key]
+
+    def _features(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: t.to(self.device) for m, t in features.items()}
+
+    # ------------------------------------------------------------------------------------------ model calls
+
+    @torch.no_grad()
+    def score(self, subtitles: Sequence[str], features: Mapping[str, torch.Tensor],
+              labels: Sequence[str] = MERR_LABELS) -> torch.Tensor:
+        """Log-likelihood of each label as the answer to the emotion prompt listing ``labels``: (B, K), fp32, CPU."""
+        ids, mask = self.prompts(subtitles, "emotion", pick_instruction("emotion", labels, None))
+        with self.autocast():
+            logp = self.model.score_labels(ids, mask, self._features(features), self.candidates(labels))
+        return logp.float().cpu()
+
+    @torch.no_grad()
+    def generate(self, subtitles: Sequence[str], features: Mapping[str, torch.Tensor], task: str = "emotion",
+                 labels: Sequence[str] = MERR_LABELS, max_new_tokens: int = 64) -> list[str]:
+        """Greedy answers to the task's canonical instruction (the emotion one lists ``labels``)."""
+        ids, mask = self.prompts(subtitles, task, pick_instruction(task, labels, None))
+        with self.autocast():
+            new = self.model.generate(ids, mask, self._features(features), max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=self.tokenizer.eos_token_id)
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

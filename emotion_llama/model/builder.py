@@ -1,0 +1,62 @@
+"""Building the tokenizer and the fusion model from a :class:`ModelConfig`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from emotion_llama.encoders.build import EncoderShapes, encoder_shapes
+from emotion_llama.errors import WeightsNotFoundError
+from emotion_llama.model.config import ModelConfig
+from emotion_llama.model.fusion import EmotionLLaMA
+from emotion_llama.model.llm import LLAMA2_7B, apply_lora, load_llm
+from emotion_llama.model.prompts import FEATURE_TOKEN, VIDEO_TOKEN
+from emotion_llama.model.tokenizer import base_vocab_size, build_tiny_tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def build_tokenizer(cfg: ModelConfig, extra_texts: Iterable[str] = ()) -> PreTrainedTokenizerBase:
+    path = cfg.tokenizer_path or cfg.llm_path
+    if path is None:
+        return build_tiny_tokenizer(extra_texts, vocab_size=cfg.tiny_vocab_size)
+    return load_tokenizer(path, "model.tokenizer_path")
+
+
+def build_model(
+    cfg: ModelConfig,
+    tokenizer: PreTrainedTokenizerBase | None,
+    shapes: EncoderShapes | None = None,
+) -> EmotionLLaMA:
+    """The fusion model with LoRA applied.
+
+    Under ``torch.device('meta')`` nothing is allocated and, for shape-only inspection, ``tokenizer``
+    may be None (the placeholders then take the ids right after the LLM's vocabulary, as they do with
+    the real LLaMA tokenizer).
+    """
+    shapes = shapes or encoder_shapes(cfg)
+    on_meta = torch.get_default_device().type == "meta"
+    if cfg.weights_required and cfg.llm_path is None and not on_meta:
+        raise WeightsNotFoundError("LLM", "<unset>", "paths.llm")
+    if tokenizer is None:
+        vocab = cfg.llm_arch.get("vocab_size", LLAMA2_7B["vocab_size"])
+        video_id, feature_id = vocab, vocab + 1
+    else:
+        vocab = base_vocab_size(tokenizer)
+        video_id, feature_id = (tokenizer.convert_tokens_to_ids(t) for t in (VIDEO_TOKEN, FEATURE_TOKEN))
+    llm = load_llm(None if on_meta else cfg.llm_path, cfg.llm_arch, vocab, cfg.torch_dtype)
+    llm = apply_lora(llm, cfg.lora)
+    model = EmotionLLaMA(
+        llm,
+        feature_dims=shapes.dims,
+        eva_dim=shapes.dims["eva"],
+        eva_patches=shapes.eva_patches,
+        video_token_id=video_id,
+        feature_token_id=feature_id,
+        projector=cfg.projector,
+    )
+    model.projectors.to(cfg.torch_dtype)
+    return model

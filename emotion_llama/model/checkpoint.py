@@ -1,0 +1,217 @@
+"""Checkpoints of the trainable weights: a peft LoRA adapter, the projectors and the resolved config.
+
+Layout of a checkpoint folder::
+
+    config.yaml                 resolved ModelConfig
+    adapter/                    peft adapter (adapter_config.json, adapter_model.safetensors), with the
+                                trained copies of any ``lora.modules_to_save`` modules
+    projectors.safetensors      modality projectors
+    tokenizer/                  tokenizer files (placeholders included)
+    base_llm/                   only when the LLM has no weights folder (the random tiny preset): a plain
+                                Hugging Face model folder (config.json, model.safetensors) of the base LLM
+                                as built, i.e. without the LoRA deltas and with the untrained originals of
+                                the ``modules_to_save`` modules
+    meta.json                   free-form training metadata (stage, step, metrics)
+
+So any checkpoint opens with plain transformers + peft (the placeholder tokens and projectors need this
+project)::
+
+    base = AutoModelForCausalLM.from_pretrained(f"{ckpt}/base_llm")  # real presets: the paths.llm folder
+    llm = PeftModel.from_pretrained(base, f"{ckpt}/adapter")
+
+:func:`load_checkpoint` takes the same path: the base LLM comes from ``base_llm/`` by ``from_pretrained``,
+then LoRA is applied and the adapter loaded. Checkpoints written before ``base_llm/`` existed hold a single
+``base_llm.safetensors`` (the peft-wrapped state dict) and still load.
+
+Loading reports missing and unexpected keys and fails on missing ones: silently dropping LoRA weights
+(as a strict=False load does when peft renames keys) must never go unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from emotion_llama.encoders.build import EncoderShapes
+from emotion_llama.errors import UserError
+from emotion_llama.fileio import atomic_dir
+from emotion_llama.model.builder import build_model, build_tokenizer
+from emotion_llama.model.config import ModelConfig
+from emotion_llama.model.fusion import EmotionLLaMA
+from emotion_llama.model.tokenizer import add_placeholders
+
+log = logging.getLogger(__name__)
+
+BASE_LLM_DIR = "base_llm"
+LEGACY_BASE_LLM = "base_llm.safetensors"  # the peft-wrapped state dict older checkpoints hold
+# Module names peft inserts between a base module and its weights, and the parts that belong to the adapter.
+_PEFT_WRAPPERS = ("base_layer", "original_module")
+_ADAPTER_PARTS = ("modules_to_save",)
+
+
+class CheckpointError(UserError):
+    pass
+
+
+@dataclass
+class LoadReport:
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def raise_if_missing(self, where: Path) -> None:
+        if self.unexpected:
+            log.warning("%s: %d unexpected keys ignored, e.g. %s", where, len(self.unexpected), self.unexpected[:3])
+        if self.missing:
+            raise CheckpointError(
+                f"{where}: {len(self.missing)} weights are missing (e.g. {self.missing[0]}); "
+                "the checkpoint does not match this model config"
+            )
+
+
+def save_checkpoint(
+    model: EmotionLLaMA, cfg: ModelConfig, tokenizer, out_dir: str | Path, meta: dict | None = None
+) -> Path:
+    """Write the checkpoint into a temporary folder and move it into place when complete."""
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.llm.save_pretrained(tmp / "adapter")
+        save_file(_contiguous(model.projectors.state_dict()), tmp / "projectors.safetensors")
+        if cfg.llm_path is None:
+            save_base_llm(model.llm, tmp / BASE_LLM_DIR)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        OmegaConf.save(OmegaConf.create(cfg.to_dict()), tmp / "config.yaml")
+        (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2, default=str))
+    return out_dir
+
+
+def base_llm_state(llm: PeftModel) -> dict[str, torch.Tensor]:
+    """The base LLM's own weights under the plain transformers names, sharing storage with ``llm``.
+
+    peft wraps each LoRA target as ``<module>.base_layer`` beside its ``lora_*`` factors, and each
+    ``modules_to_save`` module as ``<module>.original_module`` (untouched) beside the trained
+    ``<module>.modules_to_save.<adapter>`` copy; the factors and trained copies belong to the adapter.
+    """
+    out = {}
+    for key, tensor in llm.get_base_model().state_dict().items():
+        parts = key.split(".")
+        if any(p.startswith("lora_") or p in _ADAPTER_PARTS for p in parts):
+            continue
+        out[".".join(p for p in parts if p not in _PEFT_WRAPPERS)] = tensor
+    return out
+
+
+def save_base_llm(llm: PeftModel, out: Path) -> None:
+    """``llm``'s base model as a Hugging Face folder that ``AutoModelForCausalLM.from_pretrained`` reads."""
+    base = llm.get_base_model()
+    plain = AutoModelForCausalLM.from_config(base.config, dtype=base.dtype)
+    plain.load_state_dict(base_llm_state(llm), strict=True)  # every base weight, nothing of the adapter
+    plain.save_pretrained(out)
+
+
+def read_config(ckpt_dir: str | Path, overrides: dict | None = None) -> ModelConfig:
+    ckpt_dir = Path(ckpt_dir)
+    path = ckpt_dir / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt_dir} is not a checkpoint folder (no config.yaml): pass checkpoint=DIR of a training run")
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    data.update(overrides or {})
+    return ModelConfig.from_dict(data)
+
+
+def load_checkpoint(
+    ckpt_dir: str | Path,
+    overrides: dict | None = None,
+    device: str | torch.device = "cpu",
+    shapes: EncoderShapes | None = None,
+) -> tuple[EmotionLLaMA, ModelConfig, object]:
+    """Rebuild the model from ``config.yaml`` (``overrides`` e.g. a new ``llm_path``) and load its weights."""
+    ckpt_dir = Path(ckpt_dir)
+    cfg = read_config(ckpt_dir, overrides)
+    tok_dir = ckpt_dir / "tokenizer"
+    if tok_dir.is_dir():
+        tokenizer = add_placeholders(AutoTokenizer.from_pretrained(str(tok_dir)))
+    else:
+        # Imported official checkpoints carry no tokenizer unless the LLaMA folder was given: use paths.llm's.
+        cfg.check_llm_weights()
+        tokenizer = build_tokenizer(cfg)
+    model = build_model(build_config(cfg, ckpt_dir), tokenizer, shapes)
+    load_weights(model, ckpt_dir)
+    return model.to(device), cfg, tokenizer
+
+
+def build_config(cfg: ModelConfig, ckpt_dir: str | Path) -> ModelConfig:
+    """The config to build the model of ``ckpt_dir`` with: a random-LLM config takes its saved ``base_llm/``."""
+    base_dir = Path(ckpt_dir) / BASE_LLM_DIR
+    if cfg.llm_path is None and base_dir.is_dir():
+        return replace(cfg, llm_path=str(base_dir))
+    return cfg
+
+
+def load_weights(model: EmotionLLaMA, ckpt_dir: str | Path) -> None:
+    """Load a checkpoint's trainable weights (and the tiny preset's base LLM) into ``model`` strictly."""
+    ckpt_dir = Path(ckpt_dir)
+    base_dir, legacy = ckpt_dir / BASE_LLM_DIR, ckpt_dir / LEGACY_BASE_LLM
+    if base_dir.is_dir():
+        load_base_llm(model, base_dir)
+        load_adapter(model, ckpt_dir / "adapter" / "adapter_model.safetensors")
+    elif legacy.is_file():
+        result = model.llm.load_state_dict(load_file(legacy), strict=False)
+        LoadReport(list(result.missing_keys), list(result.unexpected_keys)).raise_if_missing(legacy)
+    else:
+        load_adapter(model, ckpt_dir / "adapter" / "adapter_model.safetensors")
+    proj = ckpt_dir / "projectors.safetensors"
+    if not proj.is_file():
+        raise CheckpointError(f"{proj} not found: the checkpoint folder is incomplete")
+    result = model.projectors.load_state_dict(load_file(proj), strict=False)
+    LoadReport(list(result.missing_keys), list(result.unexpected_keys)).raise_if_missing(proj)
+
+
+def load_base_llm(model: EmotionLLaMA, base_dir: Path) -> LoadReport:
+    """Check that ``base_dir`` holds every base weight (``from_pretrained`` would fill a missing one with
+    random values and only warn) and copy them in, so a model built another way gets them too."""
+    files = sorted(base_dir.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{base_dir} holds no *.safetensors weights: the checkpoint folder is incomplete")
+    saved: dict[str, torch.Tensor] = {}
+    for path in files:
+        saved.update(load_file(path))
+    want = base_llm_state(model.llm)
+    by_storage: dict[int, list[str]] = {}  # tied weights (one storage, several names) are saved once
+    for key, tensor in want.items():
+        by_storage.setdefault(tensor.data_ptr(), []).append(key)
+    missing = []
+    with torch.no_grad():
+        for keys in by_storage.values():
+            found = [k for k in keys if k in saved]
+            if not found:
+                missing.extend(keys)
+                continue
+            for key in keys:
+                want[key].copy_(saved[found[0]])
+    report = LoadReport(missing=sorted(missing), unexpected=sorted(set(saved) - set(want)))
+    report.raise_if_missing(base_dir)
+    return report
+
+
+def load_adapter(model: EmotionLLaMA, path: Path) -> LoadReport:
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: the checkpoint folder is incomplete")
+    state = load_file(path)
+    # Checked before loading: peft fails with a bare KeyError on a missing modules_to_save weight.
+    LoadReport(missing=sorted(set(get_peft_model_state_dict(model.llm)) - set(state))).raise_if_missing(path)
+    result = set_peft_model_state_dict(model.llm, state)
+    report = LoadReport(unexpected=sorted(set(result.unexpected_keys)))
+    report.raise_if_missing(path)
+    return report
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in state.items()}
