@@ -75,7 +75,8 @@ class MERRDataset(Dataset):
     """Each item: one task drawn from ``tasks`` (weights), the prompt + answer ids, labels, features.
 
     Every item also carries the canonical emotion prompt (no answer) and its label index, which
-    closed-set scoring uses.
+    closed-set scoring uses. ``clean_answers`` (``data.clean_answers``): every answer goes through the
+    release's text processing (:func:`~emotion_llama.model.prompts.clean_answer`) before it is tokenized.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class MERRDataset(Dataset):
         train: bool = True,
         seed: int = 0,
         drop: Sequence[str] = (),
+        clean_answers: bool = False,
     ):
         self.records = list(records)
         self.store = store
@@ -102,6 +104,7 @@ class MERRDataset(Dataset):
         self.train = train
         self.seed = seed
         self.drop = tuple(drop)
+        self.clean_answers = clean_answers
 
     def __len__(self) -> int:
         return len(self.records)
@@ -124,7 +127,7 @@ class MERRDataset(Dataset):
         subtitle = "" if "text" in self.drop else rec.subtitle
         return task, encode_example(
             self.tokenizer, PromptParts(subtitle, task, instruction), self._answer(rec, task),
-            *self.tokens, max_length=self.max_length,
+            *self.tokens, max_length=self.max_length, clean_answers=self.clean_answers,
         )
 
     def length(self, epoch: int, index: int) -> int:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +22,14 @@ from emotion_llama.model.checkpoint import (
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import FEATURE_MODALITIES
 from emotion_llama.model.llm import llama_config
-from emotion_llama.model.tokenizer import base_vocab_size, build_tiny_tokenizer
+from emotion_llama.model.prompts import PromptParts, emotion_instruction
+from emotion_llama.model.sequences import encode_answer, encode_prompt
+from emotion_llama.model.tokenizer import (
+    base_vocab_size,
+    build_tiny_tokenizer,
+    load_tokenizer,
+    segment_encoder,
+)
 
 SHAPES = EncoderShapes(dims={"eva": 24, "mae": 20, "videomae": 18, "hubert": 16}, eva_patches=16)
 ARCH = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -174,3 +182,30 @@ def test_checkpoint_loads_onto_the_gpu_with_the_cpu_logits(tokenizer, llm_dir, t
     with torch.no_grad():
         logits = on_gpu.eval().llm(input_ids=ids.cuda()).logits.cpu()
         torch.testing.assert_close(logits, trained.llm(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+
+
+LLAMA2_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "llama2-tokenizer" / "tokenizer.model"
+
+
+def test_a_llama_checkpoint_keeps_the_sentencepiece_prompt_ids(tmp_path):
+    """A tokenizer from a folder with tokenizer.model encodes prompts with SentencePiece; its checkpoint's
+    tokenizer/ folder carries that file, so the loaded checkpoint gives the same ids."""
+    pytest.importorskip("sentencepiece")
+    if not LLAMA2_TOKENIZER.is_file():
+        pytest.skip(f"the real LLaMA-2 tokenizer is not at {LLAMA2_TOKENIZER} (shared/ beside the repository)")
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    shutil.copy(LLAMA2_TOKENIZER, folder / "tokenizer.model")
+    torch.manual_seed(0)
+    LlamaForCausalLM(llama_config(32000, **ARCH)).save_pretrained(folder)
+    tok = load_tokenizer(folder)
+    assert type(segment_encoder(tok)).__name__ == "SentencePieceSegments"
+    cfg = ModelConfig(preset="real_like", llm_path=str(folder), llm_arch=ARCH, lora=PLAIN_LORA)
+    save_checkpoint(build_model(cfg, tok, SHAPES), cfg, tok, tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "tokenizer" / "tokenizer.model").read_bytes() == LLAMA2_TOKENIZER.read_bytes()
+    _, _, loaded = load_checkpoint(tmp_path / "ckpt", shapes=SHAPES)
+    parts = PromptParts("I see you.", "emotion", emotion_instruction())
+    ids = encode_prompt(tok, parts, 4, 4)
+    assert ids[:2] == [1, 518] and ids[-4:] == [518, 29914, 25580, 29962]  # BOS ▁[ ... ▁[ / INST ]
+    assert encode_prompt(loaded, parts, 4, 4) == ids
+    assert encode_answer(loaded, "happy") == encode_answer(tok, "happy") == [9796, 2]

@@ -97,6 +97,25 @@ def test_batching_does_not_change_a_clip_score(core, clips):
                                    atol=1e-4, rtol=0)
 
 
+def test_prompt_layout(checkpoint, core):
+    from emotion_llama.model.prompts import PromptParts, emotion_instruction
+    from emotion_llama.model.sequences import encode_prompt
+
+    assert core.layout == "train"
+    release = InferenceCore.load(checkpoint, device="cpu", layout="release_eval")
+    assert release.layout == "release_eval"
+    n = (core.model.num_video_tokens, core.model.num_feature_tokens)
+    for c in (core, release):
+        ids, mask = c.prompts(["I passed"], "emotion", emotion_instruction(MERR_LABELS))
+        parts = PromptParts("I passed", "emotion", emotion_instruction(MERR_LABELS))
+        assert ids[0].tolist() == encode_prompt(c.tokenizer, parts, *n, layout=c.layout) and bool(mask.all())
+    bos = core.tokenizer.bos_token_id
+    assert release.prompts([""], "emotion", "x")[0][0, :2].tolist() == [bos, bos]
+    assert core.prompts([""], "emotion", "x")[0][0, 1] != bos
+    with pytest.raises(UserError, match="prompt_layout=chat"):
+        InferenceCore.load(checkpoint, device="cpu", layout="chat")
+
+
 def test_named_paths_replace_only_what_they_name(checkpoint, tmp_path):
     from emotion_llama.model.checkpoint import read_config
 

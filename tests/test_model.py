@@ -2,12 +2,22 @@ import pytest
 import torch
 
 from emotion_llama.encoders.build import EncoderShapes
+from emotion_llama.labels import DFEW_LABELS, MER_LABELS, MERR_LABELS
 from emotion_llama.model.builder import build_model
 from emotion_llama.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import FEATURE_MODALITIES
 from emotion_llama.model.llm import lora_parameter_count
-from emotion_llama.model.prompts import PromptParts, emotion_instruction
+from emotion_llama.model.prompts import (
+    RELEASE_MER_ORDER,
+    RELEASE_MERR_ORDER,
+    PromptParts,
+    clean_answer,
+    emotion_instruction,
+    format_chat,
+    pick_instruction,
+    user_message,
+)
 from emotion_llama.model.sequences import (
     IGNORE_INDEX,
     encode_answer,
@@ -15,7 +25,7 @@ from emotion_llama.model.sequences import (
     encode_prompt,
     pad_batch,
 )
-from emotion_llama.model.tokenizer import build_tiny_tokenizer
+from emotion_llama.model.tokenizer import build_tiny_tokenizer, segment_encoder
 
 SHAPES = EncoderShapes(dims={"eva": 24, "mae": 20, "videomae": 18, "hubert": 16}, eva_patches=16)
 LABELS = ["happy", "sad", "angry"]
@@ -80,6 +90,73 @@ def test_labels_cover_only_the_answer(tokenizer, model):
     assert ex["labels"][len(prompt):] == answer
     assert answer[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(answer, skip_special_tokens=True) == "happy"
+
+
+def test_prompt_text_is_the_releases():
+    text = format_chat(user_message(PromptParts("I see you.", "emotion", "Pick one.")))
+    assert text == ("[INST] <video><VideoHere></video> <feature><FeatureHere></feature> "
+                    "The person in video says: I see you..  [emotion] Pick one.  [/INST]")
+    assert format_chat("x", "release_eval") == "<s>[INST] x [/INST]"
+    with pytest.raises(ValueError, match="layout"):
+        format_chat("x", "chat_template")
+
+
+def test_prompt_segments_are_encoded_one_by_one(tokenizer, model):
+    """The tiny tokenizer follows the release's layout with its own encoding: BOS, segment, video run,
+    segment, feature run, segment; the answer right after, then EOS."""
+    parts = PromptParts("I see you.", "emotion", emotion_instruction(LABELS))
+    n_video, n_feature = model.num_video_tokens, model.num_feature_tokens
+    encode = segment_encoder(tokenizer)
+    head, rest = format_chat(user_message(parts)).split("<VideoHere>")
+    middle, tail = rest.split("<FeatureHere>")
+    want = [tokenizer.bos_token_id, *encode(head), *[model.video_token_id] * n_video, *encode(middle),
+            *[model.feature_token_id] * n_feature, *encode(tail)]
+    assert encode_prompt(tokenizer, parts, n_video, n_feature) == want
+    assert encode_example(tokenizer, parts, "happy", n_video, n_feature)["input_ids"] == want + encode("happy") + [
+        tokenizer.eos_token_id]
+    assert tokenizer.decode(encode(tail)).endswith("[/INST]")
+
+
+def test_release_eval_layout(tokenizer, model):
+    """A second BOS from the literal <s>; every placeholder at <VideoHere>; <FeatureHere> kept as text."""
+    parts = PromptParts("hello there", "emotion", emotion_instruction(LABELS))
+    n_video, n_feature = model.num_video_tokens, model.num_feature_tokens
+    ids = encode_prompt(tokenizer, parts, n_video, n_feature, layout="release_eval")
+    bos = tokenizer.bos_token_id
+    assert ids[:2] == [bos, bos] and ids.count(bos) == 2
+    start = ids.index(model.video_token_id)
+    assert ids[start: start + n_video + n_feature] == [model.video_token_id] * n_video + [model.feature_token_id] * n_feature
+    assert ids.count(model.video_token_id) == n_video and ids.count(model.feature_token_id) == n_feature
+    assert "<feature><FeatureHere></feature>" in tokenizer.decode(ids[start + n_video + n_feature:])
+    embeds = model.embed(torch.tensor([ids]), features(1))  # all video placeholders before the feature ones
+    assert embeds.shape[1] == len(ids)
+    with pytest.raises(ValueError, match="layout"):
+        encode_prompt(tokenizer, parts, n_video, n_feature, layout="eval")
+
+
+def test_emotion_instruction_lists_merr_labels_in_the_release_order():
+    assert emotion_instruction(MERR_LABELS) == emotion_instruction(RELEASE_MERR_ORDER) == (
+        "Please determine which emotion label in the video represents: "
+        "happy, sad, neutral, angry, worried, surprise, fear, contempt, doubt.")
+    assert emotion_instruction(MER_LABELS).endswith(": " + ", ".join(RELEASE_MER_ORDER) + ".")
+    assert emotion_instruction(["angry", "happy"]).endswith(": happy, angry.")
+    # A label set with a label MERR does not have keeps its own order.
+    assert emotion_instruction(DFEW_LABELS).endswith(": " + ", ".join(DFEW_LABELS) + ".")
+    assert pick_instruction("emotion", MER_LABELS) == emotion_instruction(MER_LABELS)
+
+
+def test_clean_answer_is_the_releases():
+    assert clean_answer('He is "Happy"!  Really: (yes)') == "he is happy really yes"
+    assert clean_answer("  Fear~ ") == "fear"
+    assert clean_answer(" ".join(f"Word{i}." for i in range(60))).split(" ") == [f"word{i}" for i in range(50)]
+
+
+def test_clean_answers_option(tokenizer, model):
+    parts = PromptParts("hi", "reason", "Explain.")
+    n = (model.num_video_tokens, model.num_feature_tokens)
+    raw = encode_example(tokenizer, parts, "He smiles: HAPPY!", *n)
+    clean = encode_example(tokenizer, parts, "He smiles: HAPPY!", *n, clean_answers=True)
+    assert clean == encode_example(tokenizer, parts, "he smiles happy", *n) != raw
 
 
 def test_placeholders_receive_projector_outputs(tokenizer, model):
@@ -209,3 +286,70 @@ def test_real_preset_without_llm_path_fails_clearly(tokenizer):
     cfg = tiny_cfg(weights_required=True)
     with pytest.raises(FileNotFoundError, match="paths.llm"):
         build_model(cfg, tokenizer, SHAPES)
+
+
+def scoring_case(tokenizer):
+    """A model with a non-trivial adapter, three left-padded prompts and candidates of 1 to many tokens."""
+    torch.manual_seed(3)
+    model = build_model(tiny_cfg(), tokenizer, SHAPES).eval()
+    with torch.no_grad():
+        for n, p in model.llm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)
+    parts = PromptParts("so good", "emotion", emotion_instruction(LABELS))
+    prompt = encode_prompt(tokenizer, parts, model.num_video_tokens, model.num_feature_tokens)
+    prompts = [prompt, prompt[:3] + prompt[6:], prompt[:2] + prompt[3:]]
+    answers = ["happy", "the person smiles and the voice is loud", "sad"]
+    cands = [encode_answer(tokenizer, a) for a in answers] + [[tokenizer.eos_token_id]]
+    assert len({len(c) for c in cands}) >= 3
+    return model, prompts, cands
+
+
+def test_score_labels_equals_one_full_forward_per_clip_and_label(tokenizer):
+    model, prompts, cands = scoring_case(tokenizer)
+    ids, mask = pad_batch(prompts, tokenizer.pad_token_id, "left")
+    feats = features(3, seed=4)
+    scores = model.score_labels(ids, mask, feats, cands)
+    assert scores.shape == (3, len(cands)) and scores.dtype == torch.float32
+    with torch.no_grad():
+        for b, prompt in enumerate(prompts):
+            one = {n: f[b: b + 1] for n, f in feats.items()}
+            for k, cand in enumerate(cands):
+                # log p(answer tokens, EOS included | prompt): one forward of prompt + answer, no cache, no padding.
+                full = torch.tensor([prompt + cand])
+                logp = model(full, torch.ones_like(full), one).logits[0].float().log_softmax(-1)
+                expected = sum(logp[len(prompt) - 1 + j, t] for j, t in enumerate(cand))
+                torch.testing.assert_close(scores[b, k], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_score_labels_keeps_one_cache_and_computes_only_the_needed_logits(tokenizer, monkeypatch):
+    from transformers import DynamicCache
+
+    model, prompts, cands = scoring_case(tokenizer)
+    ids, mask = pad_batch(prompts, tokenizer.pad_token_id, "left")
+
+    def no_copies(self, repeats):
+        raise AssertionError("the prompt's cache must not be copied per candidate")
+
+    monkeypatch.setattr(DynamicCache, "batch_repeat_interleave", no_copies)
+    rows = []  # (batch, positions) of every lm_head call: the logits computed
+    head = model.llm.get_output_embeddings()
+    handle = head.register_forward_hook(lambda m, args, out: rows.append(tuple(out.shape[:2])))
+    caches = []
+    real_forward = model.llm.forward
+
+    def spy(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        caches.append(out.past_key_values)
+        return out
+
+    monkeypatch.setattr(model.llm, "forward", spy)
+    try:
+        model.score_labels(ids, mask, features(3), cands)
+    finally:
+        handle.remove()
+    # Prefill: the last position only; each candidate: its C-1 fed tokens (a 1-token one needs no pass).
+    assert rows == [(3, 1)] + [(3, len(c) - 1) for c in cands if len(c) > 1]
+    # One cache, cropped back to the prompt after every candidate.
+    assert all(c is caches[0] for c in caches)
+    assert caches[0].get_seq_length() == ids.shape[1]

@@ -21,6 +21,8 @@ def test_experiments_compose(experiment):
     assert cfg.name == experiment
     assert cfg.stage.name in ("coarse", "fine")
     assert cfg.optimizer._partial_ and cfg.scheduler._partial_
+    # The release's answer processing is on in the release's experiments only.
+    assert cfg.data.clean_answers is experiment.startswith("emotion_llama")
 
 
 def test_real_experiment_fails_clearly_without_weights(tmp_path, capsys):
@@ -83,6 +85,28 @@ def test_length_grouped_batches_pad_less_and_keep_every_example(merr_folder, tin
     assert sorted(i for _, i in grouped) == list(range(len(data)))
     assert list(grouped) == list(grouped)  # deterministic for (seed, epoch)
     assert padding(grouped) < padding(plain)
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_data_clean_answers_reaches_the_training_examples(merr_folder, tmp_path, clean):
+    from types import SimpleNamespace
+
+    from emotion_llama.datasets.features import FeatureStore
+    from emotion_llama.model.builder import build_tokenizer
+    from emotion_llama.model.config import ModelConfig
+    from emotion_llama.model.prompts import clean_answer
+    from emotion_llama.model.sequences import encode_answer
+    from emotion_llama.training.train import _dataset
+
+    cfg = cfg_for([*train_overrides(merr_folder, tmp_path, "experiment=tiny_coarse", f"data.clean_answers={clean}"),
+                   "stage.tasks.emotion=0"])
+    tok = build_tokenizer(ModelConfig())
+    data = _dataset(cfg, "train", FeatureStore(merr_folder), tok, SimpleNamespace(num_video_tokens=4, num_feature_tokens=4), True)
+    item = data[0]
+    caption = data.records[0].caption  # "The person looks neutral and speaks."
+    answer = encode_answer(tok, clean_answer(caption) if clean else caption)
+    assert item["task"] == "describe" and item["input_ids"][-len(answer):] == answer
+    assert (clean_answer(caption) != caption) and (item["labels"][-len(answer) - 1] == -100)
 
 
 def test_activation_checkpointing_switch_trains(merr_folder, tmp_path):

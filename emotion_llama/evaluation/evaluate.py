@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from emotion_llama.datasets.common import Sample, read_subtitles
 from emotion_llama.datasets.dfew import read_dfew_split, read_dfew_txt
@@ -119,7 +120,8 @@ class Evaluator:
         if step is None:
             raise UserError(f"unknown protocol {protocol!r}: use protocol=score or protocol=generate")
         out = []
-        for start in range(0, len(names), self.batch_size):
+        starts = range(0, len(names), self.batch_size)
+        for start in tqdm(starts, desc=f"{self.task} ({protocol})", unit="batch", disable=None, leave=False):
             out.extend(step(names[start:start + self.batch_size], subtitles, features))
         return out
 
@@ -139,7 +141,7 @@ def _features(cfg: DictConfig, store: FeatureStore, names: list[str], model_cfg)
 
 def evaluate(cfg: DictConfig) -> dict:
     """Run the evaluation described by ``cfg`` and write metrics.json, predictions.csv, confusion.png."""
-    core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device)
+    core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device, layout=cfg.prompt_layout)
     subsets = load_subsets(cfg.data)
     labels = list(cfg.data.labels)
     names = sorted({s.name for samples in subsets.values() for s in samples})

@@ -8,6 +8,12 @@ none of them encodes prompts, pads, picks a device or sets autocast itself.
 - Device: ``auto`` (the first CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
 - Dtype: the checkpoint's weights as loaded; on a GPU the forward passes run under bf16 autocast.
 - Weight paths: the ``paths.*`` a user names replace the checkpoint's saved ones; the others are kept.
+- Prompt layout: ``train`` (default), the release's training layout, which its checkpoint (and every one this
+  project trains) was trained on and for which closed-set scores are meaningful; or ``release_eval``, the
+  release's evaluation layout (a second BOS, all multimodal tokens at ``<VideoHere>``), which reproduces the
+  published MER2023-SEMI figure only with the released checkpoint under greedy generation. See
+  :mod:`emotion_llama.model.sequences`. The emotion instruction lists MERR labels in the release's order; the
+  scores' columns stay in the order of the ``labels`` given.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from emotion_llama.labels import MERR_LABELS
 from emotion_llama.model.checkpoint import load_checkpoint, read_config
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import EmotionLLaMA
-from emotion_llama.model.prompts import PromptParts, pick_instruction
+from emotion_llama.model.prompts import LAYOUTS, PromptParts, pick_instruction
 from emotion_llama.model.sequences import encode_answer, encode_prompt, pad_batch
 
 # Real-weight paths (the ``paths`` config group) and the model config keys they replace in a checkpoint.
@@ -90,7 +96,10 @@ class InferenceCore:
     """
 
     def __init__(self, model: EmotionLLaMA, tokenizer, config: ModelConfig | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", layout: str = "train"):
+        if layout not in LAYOUTS:
+            raise UserError(f"prompt_layout={layout} is not a prompt layout: use {' or '.join(LAYOUTS)}")
+        self.layout = layout
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -99,12 +108,15 @@ class InferenceCore:
 
     @classmethod
     def load(cls, checkpoint: str | Path, paths: Mapping[str, object] | None = None,
-             device: str | torch.device | None = "auto") -> InferenceCore:
+             device: str | torch.device | None = "auto", layout: str = "train") -> InferenceCore:
         """Load ``checkpoint`` with the ``paths`` a user named merged over its saved weight paths
-        (see :func:`checkpoint_overrides`; pass only what the user named, not a config's defaults)."""
+        (see :func:`checkpoint_overrides`; pass only what the user named, not a config's defaults);
+        ``layout``: the prompt layout, ``train`` or ``release_eval`` (see the module doc)."""
+        if layout not in LAYOUTS:  # before minutes of loading
+            raise UserError(f"prompt_layout={layout} is not a prompt layout: use {' or '.join(LAYOUTS)}")
         resolved = resolve_device(device)
         model, config, tokenizer = load_checkpoint(checkpoint, checkpoint_overrides(checkpoint, paths), resolved)
-        return cls(model, tokenizer, config, resolved)
+        return cls(model, tokenizer, config, resolved, layout)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device)
@@ -112,9 +124,10 @@ class InferenceCore:
     # ------------------------------------------------------------------------------------------ prompts
 
     def prompts(self, subtitles: Sequence[str], task: str, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded prompt ids and attention mask, (B, L) each, on the core's device."""
+        """Left-padded prompt ids and attention mask, (B, L) each, on the core's device, in the core's layout."""
         n_video, n_feature = self.model.num_video_tokens, self.model.num_feature_tokens
-        seqs = [encode_prompt(self.tokenizer, PromptParts(s, task, instruction), n_video, n_feature) for s in subtitles]
+        seqs = [encode_prompt(self.tokenizer, PromptParts(s, task, instruction), n_video, n_feature, self.layout)
+                for s in subtitles]
         ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id, "left")
         return ids.to(self.device), mask.to(self.device)
 

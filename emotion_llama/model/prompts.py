@@ -1,17 +1,26 @@
-"""The Emotion-LLaMA prompt: template, task tags, instruction pools and chat formatting.
+"""The Emotion-LLaMA prompt: template, task tags, label order, instruction pools, chat wrap, answer cleaning.
 
-One turn in LLaMA-2 chat style; the answer follows ``[/INST]`` and ends with the EOS token:
+One turn in the release's LLaMA-2 chat layout (its spacing exactly: two spaces before ``[{task}]`` and before
+``[/INST]``; the subtitle's own trailing "." is kept, so "I see you." gives "I see you.."); the answer follows
+``]`` directly and ends with the EOS token::
 
-    [INST] <video><VideoHere></video> <feature><FeatureHere></feature> The person in video says: {subtitle}.
-    [{task}] {instruction} [/INST] {answer}</s>
+    [INST] <video><VideoHere></video> <feature><FeatureHere></feature> The person in video says: {subtitle}.  [{task}] {instruction}  [/INST]{answer}</s>
 
 ``<VideoHere>`` stands for the EVA patch tokens and ``<FeatureHere>`` for the MAE, VideoMAE, HuBERT and EVA
-CLS tokens, in that order; the tokenizer expands each to as many placeholder ids as the model has tokens.
+CLS tokens, in that order. :mod:`emotion_llama.model.sequences` splits the text at the two placeholders,
+encodes each text segment on its own and puts one placeholder id per modality token where the placeholder
+was (the release's ``prompt_wrap``); see there for the ids and for the release's evaluation layout.
+
+Label order: the release lists MERR's labels as ``happy, sad, neutral, angry, worried, surprise, fear,
+contempt, doubt`` (MER2023/MER2024: the first six). :func:`emotion_instruction` lists any label set made only
+of MERR labels in that order, whatever order the data config gives (which stays the metric order); other
+label sets (e.g. DFEW's, which has ``disgust``) are listed as given.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,16 +29,48 @@ from emotion_llama.labels import MERR_LABELS
 VIDEO_TOKEN = "<VideoHere>"
 FEATURE_TOKEN = "<FeatureHere>"
 TASKS: tuple[str, ...] = ("emotion", "reason", "describe")
+LAYOUTS: tuple[str, ...] = ("train", "release_eval")
 
+# The release's example text (its ``character_line`` ends in ". " and the instruction in " ").
 USER_TEMPLATE = (
     "<video>{video}</video> <feature>{feature}</feature> "
-    "The person in video says: {subtitle}. [{task}] {instruction}"
+    "The person in video says: {subtitle}.  [{task}] {instruction} "
 )
+# The release's chat wraps: training (``prompt_wrap``) and evaluation (conversation roles ``("<s>[INST] ", " [/INST]")``).
+TRAIN_CHAT = "[INST] {} [/INST]"
+RELEASE_EVAL_CHAT = "<s>[INST] {} [/INST]"
+
+RELEASE_MERR_ORDER: tuple[str, ...] = (
+    "happy", "sad", "neutral", "angry", "worried", "surprise", "fear", "contempt", "doubt",
+)
+RELEASE_MER_ORDER: tuple[str, ...] = RELEASE_MERR_ORDER[:6]
+
+# The release's ``blip_caption`` answer processing.
+ANSWER_MAX_WORDS = 50
+_ANSWER_PUNCT = re.compile(r"[.!\"()*#:;~]")
+_SPACES = re.compile(r"\s{2,}")
+
+
+def release_label_order(labels: Sequence[str]) -> tuple[str, ...]:
+    """``labels`` in the release's order when they are all MERR labels, else as given."""
+    labels = tuple(labels)
+    if set(labels) <= set(RELEASE_MERR_ORDER):
+        return tuple(sorted(labels, key=RELEASE_MERR_ORDER.index))
+    return labels
 
 
 def emotion_instruction(labels: Sequence[str] = MERR_LABELS) -> str:
-    """The release's emotion instruction, listing the candidate labels of the target dataset."""
-    return f"Please determine which emotion label in the video represents: {', '.join(labels)}."
+    """The release's emotion instruction, listing the candidate labels of the target dataset (a set of MERR
+    labels in the release's order, see :func:`release_label_order`)."""
+    return instruction_pool("emotion", labels)[0]
+
+
+def clean_answer(text: str, max_words: int = ANSWER_MAX_WORDS) -> str:
+    """The release's processing of a training answer: lower case; each of ``.!"()*#:;~`` -> a space; runs of
+    whitespace collapsed to one space; stripped; the first ``max_words`` words."""
+    text = _SPACES.sub(" ", _ANSWER_PUNCT.sub(" ", text.lower())).rstrip("\n").strip(" ")
+    words = text.split(" ")
+    return " ".join(words[:max_words]) if len(words) > max_words else text
 
 
 # First entry of each pool is the canonical one used at evaluation time.
@@ -57,7 +98,7 @@ DESCRIBE_POOL = (
 
 def instruction_pool(task: str, labels: Sequence[str] = MERR_LABELS) -> tuple[str, ...]:
     if task == "emotion":
-        joined = ", ".join(labels)
+        joined = ", ".join(release_label_order(labels))
         return tuple(p.format(labels=joined) for p in _EMOTION_POOL)
     if task == "reason":
         return REASON_POOL
@@ -81,22 +122,22 @@ class PromptParts:
     instruction: str
 
 
-def user_message(parts: PromptParts, num_video_tokens: int, num_feature_tokens: int) -> str:
-    """The user turn with each placeholder repeated once per modality token."""
-    subtitle = parts.subtitle.strip().rstrip(".")
+def user_message(parts: PromptParts) -> str:
+    """The release's example text, with one ``<VideoHere>`` and one ``<FeatureHere>``; the subtitle as given
+    (its own final "." stays: "you." gives "you..", as in the release)."""
     return USER_TEMPLATE.format(
-        video=VIDEO_TOKEN * num_video_tokens,
-        feature=FEATURE_TOKEN * num_feature_tokens,
-        subtitle=subtitle,
-        task=parts.task,
-        instruction=parts.instruction,
+        video=VIDEO_TOKEN, feature=FEATURE_TOKEN, subtitle=parts.subtitle, task=parts.task, instruction=parts.instruction
     )
 
 
-def format_chat(user: str, tokenizer=None) -> str:
-    """Wrap one user turn for generation: the tokenizer's chat template if it has one, else LLaMA-2's."""
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-        )
-    return f"[INST] {user} [/INST] "
+def format_chat(user: str, layout: str = "train") -> str:
+    """Wrap one user turn in the release's literal LLaMA-2 chat markers.
+
+    Never the tokenizer's chat template: LLaMA-2-chat's template yields ``[`` (29961) where the release had
+    ``▁[`` (518). ``layout='release_eval'`` is the release's evaluation wrap, which opens with a literal ``<s>``.
+    """
+    if layout == "train":
+        return TRAIN_CHAT.format(user)
+    if layout == "release_eval":
+        return RELEASE_EVAL_CHAT.format(user)
+    raise ValueError(f"unknown prompt layout {layout!r}; expected one of {', '.join(LAYOUTS)}")

@@ -1,4 +1,23 @@
-"""Token sequences: a prompt (and answer) to ids with placeholder tokens and answer-only labels; collate."""
+"""Token sequences: a prompt (and answer) to ids with placeholder tokens and answer-only labels; collate.
+
+The release's ids, with a LLaMA SentencePiece tokenizer (see :mod:`emotion_llama.model.tokenizer` for the
+segment encoder; the tiny tokenizer follows the same layout with its own encoding):
+
+- ``layout='train'`` (the release's ``prompt_wrap``, what its checkpoint was trained on): the chat-wrapped text
+  ``[INST] <video><VideoHere></video> <feature><FeatureHere></feature> ...  [/INST]`` is split at the two
+  placeholders; each of the three text segments is encoded on its own (each opens with SentencePiece's dummy
+  prefix: after the video run comes ``▁</`` 1533, not ``</`` 829); ``num_video_tokens`` video placeholder ids
+  and ``num_feature_tokens`` feature placeholder ids go where the placeholders were; one BOS in front::
+
+      [1] + sp("[INST] <video>") + [V]*256 + sp("</video> <feature>") + [F]*4 + sp("</feature> The person ...  [/INST]")
+
+- ``layout='release_eval'`` (the release's ``eval_emotion.py``, which produced its published MER2023 figure):
+  ``"<s>[INST] " + text + " [/INST]"`` split at ``<VideoHere>`` only; the literal ``<s>`` gives a second BOS
+  after the tokenizer's (ids open ``[1, 1, 518, ...]``); all the multimodal placeholders (video then feature)
+  go where ``<VideoHere>`` was and ``<FeatureHere>`` stays in the text as characters.
+
+An answer is ``encoder(answer) + [EOS]``, right after the ``]`` of ``[/INST]`` (no ``▁`` 29871 between).
+"""
 
 from __future__ import annotations
 
@@ -7,25 +26,51 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from emotion_llama.model.prompts import PromptParts, format_chat, user_message
+from emotion_llama.model.prompts import (
+    FEATURE_TOKEN,
+    LAYOUTS,
+    VIDEO_TOKEN,
+    PromptParts,
+    clean_answer,
+    format_chat,
+    user_message,
+)
+from emotion_llama.model.tokenizer import segment_encoder
 
 IGNORE_INDEX = -100
 
 
 def encode_prompt(
-    tokenizer: PreTrainedTokenizerBase, parts: PromptParts, num_video_tokens: int, num_feature_tokens: int
+    tokenizer: PreTrainedTokenizerBase,
+    parts: PromptParts,
+    num_video_tokens: int,
+    num_feature_tokens: int,
+    layout: str = "train",
 ) -> list[int]:
-    """BOS + the chat-formatted user turn, ready for the answer to follow."""
-    text = format_chat(user_message(parts, num_video_tokens, num_feature_tokens), tokenizer)
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    if tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
-        ids = [tokenizer.bos_token_id, *ids]
-    return ids
+    """BOS + the chat-wrapped user turn in the release's ``layout`` (see the module doc), ready for the answer."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown prompt layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    encode = segment_encoder(tokenizer)
+    video_id, feature_id = tokenizer.convert_tokens_to_ids([VIDEO_TOKEN, FEATURE_TOKEN])
+    head, rest = _split_once(format_chat(user_message(parts), layout), VIDEO_TOKEN)
+    ids = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    ids += encode(head) + [video_id] * num_video_tokens
+    if layout == "release_eval":
+        return ids + [feature_id] * num_feature_tokens + encode(rest)
+    middle, tail = _split_once(rest, FEATURE_TOKEN)
+    return ids + encode(middle) + [feature_id] * num_feature_tokens + encode(tail)
+
+
+def _split_once(text: str, marker: str) -> tuple[str, str]:
+    parts = text.split(marker)
+    if len(parts) != 2:  # a subtitle or instruction that itself holds a placeholder string
+        raise ValueError(f"the prompt must hold {marker} exactly once, not {len(parts) - 1} times: {text!r}")
+    return parts[0], parts[1]
 
 
 def encode_answer(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
     """The answer's ids followed by EOS; scoring a label uses exactly these ids."""
-    return [*tokenizer(answer.strip(), add_special_tokens=False).input_ids, tokenizer.eos_token_id]
+    return [*segment_encoder(tokenizer)(answer.strip()), tokenizer.eos_token_id]
 
 
 def encode_example(
@@ -35,13 +80,16 @@ def encode_example(
     num_video_tokens: int,
     num_feature_tokens: int,
     max_length: int | None = None,
+    clean_answers: bool = False,
 ) -> dict[str, list[int]]:
     """Prompt + answer ids, with labels that ignore everything but the answer (and its EOS).
 
-    Too long an example loses the end of its answer, never its placeholders.
+    ``clean_answers``: the answer goes through the release's :func:`~emotion_llama.model.prompts.clean_answer`
+    first (lower case, no ``.!"()*#:;~``, at most 50 words). Too long an example loses the end of its answer,
+    never its placeholders.
     """
     prompt = encode_prompt(tokenizer, parts, num_video_tokens, num_feature_tokens)
-    answer_ids = encode_answer(tokenizer, answer)
+    answer_ids = encode_answer(tokenizer, clean_answer(answer) if clean_answers else answer)
     if max_length is not None:
         if len(prompt) >= max_length:
             raise ValueError(f"prompt of {len(prompt)} tokens exceeds max_length={max_length}")

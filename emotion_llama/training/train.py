@@ -35,7 +35,7 @@ def _dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, model,
     return MERRDataset(
         records, store, tokenizer, model.num_video_tokens, model.num_feature_tokens,
         tasks=dict(cfg.stage.tasks), labels=list(cfg.data.labels), max_length=cfg.data.max_length,
-        train=train, seed=cfg.seed,
+        train=train, seed=cfg.seed, clean_answers=cfg.data.get("clean_answers", False),
     )
 
 
