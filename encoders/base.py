@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from emotion_llama.errors import UserError, WeightsNotFoundError
 
@@ -118,6 +118,25 @@ class HFEncoder(Encoder):
     @classmethod
     def from_config(cls, config: PretrainedConfig, frozen: bool = True) -> HFEncoder:
         return cls(cls.hf_class(config), frozen=frozen)
+
+    @classmethod
+    def folder_config(cls, path: str | Path) -> PretrainedConfig | None:
+        """The architecture a weights folder's ``config.json`` describes (no weights read); None without one.
+
+        Real encoders come in several sizes (hubert-base 768-d, hubert-large 1024-d): the folder, not
+        :meth:`real_config`, says which.
+        """
+        path = Path(path).expanduser()
+        if not (path / "config.json").is_file():
+            return None
+        config = AutoConfig.from_pretrained(str(path))
+        expected = cls.hf_class.config_class
+        if not isinstance(config, expected):
+            raise UserError(
+                f"{path}/config.json describes a {type(config).__name__}, not the {expected.__name__} of the"
+                f" {cls.name} encoder: set {cls.config_key} to a {cls.name} model folder"
+            )
+        return config
 
     @classmethod
     def from_pretrained(cls, path: str | Path, frozen: bool = True) -> HFEncoder:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from emotion_llama.encoders import ENCODERS
+from emotion_llama.encoders.base import HFEncoder
 from emotion_llama.errors import WeightsNotFoundError
 from emotion_llama.model.config import ENCODER_NAMES, ModelConfig
 
@@ -25,12 +26,21 @@ class EncoderShapes:
 
 
 def encoder_config(cfg: ModelConfig, name: str):
+    """The architecture of encoder ``name``: its weights folder's ``config.json`` where
+    ``encoder_paths[name]`` is a Hugging Face folder (MAE, VideoMAE, HuBERT: any size, e.g. hubert-base),
+    else the preset size's built-in config (always so for EVA, whose weights file carries none)."""
     cls = ENCODERS[name]
+    path = cfg.encoder_paths.get(name)
+    if path and issubclass(cls, HFEncoder) and Path(path).expanduser().is_dir():
+        config = cls.folder_config(path)
+        if config is not None:
+            return config
     return cls.tiny_config() if cfg.encoder_size == "tiny" else cls.real_config()
 
 
 def encoder_shapes(cfg: ModelConfig) -> EncoderShapes:
-    """Encoder output sizes, read off architectures built on the meta device (no memory, no weights)."""
+    """Encoder output sizes, read off architectures built on the meta device (no memory, no weights);
+    the sizes come from the weights folders' ``config.json`` where there are any (see :func:`encoder_config`)."""
     with torch.device("meta"):
         encoders = {n: ENCODERS[n].from_config(encoder_config(cfg, n)) for n in ENCODER_NAMES}
     return EncoderShapes({n: e.num_features for n, e in encoders.items()}, encoders["eva"].num_patches)

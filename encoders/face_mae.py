@@ -50,6 +50,13 @@ class FaceMAEEncoder(HFEncoder):
         )
 
     @classmethod
+    def folder_config(cls, path: str | Path) -> ViTMAEConfig | None:
+        config = super().folder_config(path)
+        if config is not None:
+            config.mask_ratio = 0.0  # as from_pretrained sets it: every patch is kept for features
+        return config
+
+    @classmethod
     def from_pretrained(cls, path: str | Path, frozen: bool = True) -> FaceMAEEncoder:
         encoder = super().from_pretrained(path, frozen=frozen)
         # Pre-training checkpoints ship mask_ratio 0.75: every patch must be kept for features.

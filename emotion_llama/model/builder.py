@@ -18,6 +18,9 @@ from emotion_llama.model.tokenizer import base_vocab_size, build_tiny_tokenizer,
 
 log = logging.getLogger(__name__)
 
+# The dtype of every trainable weight, whatever the frozen base's (model.dtype).
+TRAINABLE_DTYPE = torch.float32
+
 
 def build_tokenizer(cfg: ModelConfig, extra_texts: Iterable[str] = ()) -> PreTrainedTokenizerBase:
     path = cfg.tokenizer_path or cfg.llm_path
@@ -30,15 +33,22 @@ def build_model(
     cfg: ModelConfig,
     tokenizer: PreTrainedTokenizerBase | None,
     shapes: EncoderShapes | None = None,
+    device: str | torch.device | None = None,
 ) -> EmotionLLaMA:
-    """The fusion model with LoRA applied.
+    """The fusion model with LoRA applied, built on ``device`` (default: the current default device).
 
-    Under ``torch.device('meta')`` nothing is allocated and, for shape-only inspection, ``tokenizer``
-    may be None (the placeholders then take the ids right after the LLM's vocabulary, as they do with
-    the real LLaMA tokenizer).
+    The frozen base LLM is in the preset's dtype (bf16 for the real preset); every trainable weight
+    (projectors, LoRA factors, ``modules_to_save`` copies) is fp32, so that small AdamW steps are kept
+    (a bf16 weight of 0.01 does not move by lr 1e-5 steps). Everything is created on ``device``: a 7B
+    model bound for a GPU is read or initialised there, never staged in host memory.
+
+    Under ``torch.device('meta')`` (or ``device='meta'``) nothing is allocated and, for shape-only
+    inspection, ``tokenizer`` may be None (the placeholders then take the ids right after the LLM's
+    vocabulary, as they do with the real LLaMA tokenizer).
     """
     shapes = shapes or encoder_shapes(cfg)
-    on_meta = torch.get_default_device().type == "meta"
+    device = torch.device(device) if device is not None else torch.get_default_device()
+    on_meta = device.type == "meta"
     if cfg.weights_required and cfg.llm_path is None and not on_meta:
         raise WeightsNotFoundError("LLM", "<unset>", "paths.llm")
     if tokenizer is None:
@@ -47,16 +57,17 @@ def build_model(
     else:
         vocab = base_vocab_size(tokenizer)
         video_id, feature_id = (tokenizer.convert_tokens_to_ids(t) for t in (VIDEO_TOKEN, FEATURE_TOKEN))
-    llm = load_llm(None if on_meta else cfg.llm_path, cfg.llm_arch, vocab, cfg.torch_dtype)
-    llm = apply_lora(llm, cfg.lora)
-    model = EmotionLLaMA(
-        llm,
-        feature_dims=shapes.dims,
-        eva_dim=shapes.dims["eva"],
-        eva_patches=shapes.eva_patches,
-        video_token_id=video_id,
-        feature_token_id=feature_id,
-        projector=cfg.projector,
-    )
-    model.projectors.to(cfg.torch_dtype)
+    llm = load_llm(None if on_meta else cfg.llm_path, cfg.llm_arch, vocab, cfg.torch_dtype, device=device)
+    llm = apply_lora(llm, cfg.lora, trainable_dtype=TRAINABLE_DTYPE)
+    with torch.device(device):
+        model = EmotionLLaMA(
+            llm,
+            feature_dims=shapes.dims,
+            eva_dim=shapes.dims["eva"],
+            eva_patches=shapes.eva_patches,
+            video_token_id=video_id,
+            feature_token_id=feature_id,
+            projector=cfg.projector,
+        )
+    model.projectors.to(TRAINABLE_DTYPE)
     return model

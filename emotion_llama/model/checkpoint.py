@@ -132,7 +132,13 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     shapes: EncoderShapes | None = None,
 ) -> tuple[EmotionLLaMA, ModelConfig, object]:
-    """Rebuild the model from ``config.yaml`` (``overrides`` e.g. a new ``llm_path``) and load its weights."""
+    """Rebuild the model from ``config.yaml`` (``overrides`` e.g. a new ``llm_path``) and load its weights.
+
+    The model is built straight on ``device`` in the config's dtype (the LLM read onto it by
+    ``from_pretrained(device_map=...)``, the projectors created there), then the checkpoint's weights are
+    copied in: a 7B model for a GPU is never materialised in host memory first. Trainable weights are
+    fp32 whatever the base's dtype (see :func:`build_model`).
+    """
     ckpt_dir = Path(ckpt_dir)
     cfg = read_config(ckpt_dir, overrides)
     tok_dir = ckpt_dir / "tokenizer"
@@ -142,9 +148,9 @@ def load_checkpoint(
         # Imported official checkpoints carry no tokenizer unless the LLaMA folder was given: use paths.llm's.
         cfg.check_llm_weights()
         tokenizer = build_tokenizer(cfg)
-    model = build_model(build_config(cfg, ckpt_dir), tokenizer, shapes)
+    model = build_model(build_config(cfg, ckpt_dir), tokenizer, shapes, device=device)
     load_weights(model, ckpt_dir)
-    return model.to(device), cfg, tokenizer
+    return model.to(device), cfg, tokenizer  # a no-op unless something was left elsewhere
 
 
 def build_config(cfg: ModelConfig, ckpt_dir: str | Path) -> ModelConfig:

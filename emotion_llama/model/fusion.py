@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emotion_llama.model.sequences import pad_batch
-
 # Utterance-level modalities, in their order inside <FeatureHere>; the EVA CLS token comes last.
 FEATURE_MODALITIES: tuple[str, ...] = ("mae", "videomae", "hubert")
 EVA_MERGE = 4  # neighbouring EVA patch tokens concatenated into one LLM token (1024 -> 256 at 448 px)
@@ -139,33 +137,47 @@ class EmotionLLaMA(nn.Module):
         features: Mapping[str, Tensor],
         candidates: Sequence[Sequence[int]],
     ) -> Tensor:
-        """Log-probability of each candidate continuation after each (left-padded) prompt: (B, K).
+        """Log-probability of each candidate continuation after each (left-padded) prompt: (B, K), fp32.
 
-        The prompt is run once; its key/value cache is shared by all K candidates, which are then
-        scored together in one batched forward pass.
+        The prompt is run once and only its last position's logits are computed (``logits_to_keep=1``).
+        Each candidate is then run on the shared key/value cache, all clips together, and the cache is
+        cropped back to the prompt afterwards: memory is one cache of the prompts, O(B*L), plus the
+        logits of one candidate, O(B*C*V), whatever the number of candidates K (no K copies of the
+        cache, no logits at prompt positions). A candidate's last token is only scored, never fed.
         """
-        b, k = input_ids.shape[0], len(candidates)
+        b = input_ids.shape[0]
         out = self.llm(
             inputs_embeds=self.embed(input_ids, features),
             attention_mask=attention_mask,
             position_ids=_positions(attention_mask),
             use_cache=True,
+            logits_to_keep=1,
         )
         first_logp = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)
-        cand, cand_mask = (t.to(input_ids.device) for t in pad_batch(candidates, pad_value=0))  # (K, C)
         cache = out.past_key_values
-        cache.batch_repeat_interleave(k)
-        mask = torch.cat([attention_mask.repeat_interleave(k, 0), cand_mask.repeat(b, 1)], dim=1)
-        start = attention_mask.sum(1, keepdim=True).repeat_interleave(k, 0)  # next position of each prompt
-        pos = start + torch.arange(cand.shape[1], device=cand.device)
-        tok = cand.repeat(b, 1)  # (B*K, C)
-        logits = self.llm(
-            input_ids=tok, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
-        ).logits.float()  # (B*K, C, V)
-        logp = F.log_softmax(logits[:, :-1], dim=-1)  # predicts candidate tokens 1..C-1
-        rest = logp.gather(-1, tok[:, 1:].unsqueeze(-1)).squeeze(-1) * cand_mask.repeat(b, 1)[:, 1:]
-        first = first_logp.repeat_interleave(k, 0).gather(1, tok[:, :1]).squeeze(1)
-        return (first + rest.sum(1)).view(b, k)
+        del out
+        start = attention_mask.sum(1, keepdim=True)  # (B, 1) position of each clip's first answer token
+        ones = attention_mask.new_ones(b, 1)
+        scores = []
+        for cand in candidates:
+            tok = torch.as_tensor(list(cand), dtype=input_ids.dtype, device=input_ids.device)  # (C,)
+            if tok.numel() == 0:
+                raise ValueError("every candidate needs at least one token")
+            score = first_logp[:, tok[0]]  # (B,)
+            fed = tok[:-1].expand(b, -1)  # (B, C-1): token j predicts token j+1
+            if fed.shape[1]:
+                logits = self.llm(
+                    input_ids=fed,
+                    attention_mask=torch.cat([attention_mask, ones.expand(b, fed.shape[1])], dim=1),
+                    position_ids=start + torch.arange(fed.shape[1], device=fed.device),
+                    past_key_values=cache,
+                    use_cache=True,
+                ).logits  # (B, C-1, V)
+                cache.crop(-fed.shape[1])  # back to the prompt (a negative count removes that many tokens)
+                logp = F.log_softmax(logits.float(), dim=-1)
+                score = score + logp.gather(-1, tok[1:].expand(b, -1).unsqueeze(-1)).squeeze(-1).sum(1)
+            scores.append(score)
+        return torch.stack(scores, dim=1)  # (B, K)
 
 
 def _positions(attention_mask: Tensor) -> Tensor:

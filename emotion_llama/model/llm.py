@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import ModulesToSaveWrapper
+from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
 
 from emotion_llama.errors import WeightsNotFoundError
@@ -42,17 +45,34 @@ def load_llm(
     vocab_size: int = 32000,
     dtype: torch.dtype = torch.float32,
     config_key: str = "paths.llm",
+    device: str | torch.device | None = None,
 ) -> PreTrainedModel:
-    """The base LLM: pretrained from the local folder ``path``; random with ``arch`` when path is None."""
+    """The base LLM in ``dtype`` on ``device``: pretrained from the local folder ``path``; random with
+    ``arch`` when path is None.
+
+    ``device`` (default: the current default device, normally the CPU) is where the weights are created:
+    a weights folder is read straight onto it (``device_map``) and a random model is initialised there,
+    so a 7B model bound for a GPU never passes through host memory.
+    """
+    device = torch.device(device) if device is not None else torch.get_default_device()
     if path is None:
-        return AutoModelForCausalLM.from_config(llama_config(vocab_size, **(arch or {})), dtype=dtype)
+        with torch.device(device):
+            return AutoModelForCausalLM.from_config(llama_config(vocab_size, **(arch or {})), dtype=dtype)
     if not Path(path).is_dir():
         raise WeightsNotFoundError("LLM", path, config_key)
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+    # The CPU keeps transformers' plain loading path (no device_map: no accelerate dispatch hooks).
+    placement = {} if device.type == "cpu" else {"device_map": device}
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa", **placement)
 
 
-def apply_lora(llm: PreTrainedModel, spec: LoraSpec) -> PeftModel:
-    """Freeze the base model and add LoRA adapters (peft), plus any fully trained ``modules_to_save``."""
+def apply_lora(llm: PreTrainedModel, spec: LoraSpec, trainable_dtype: torch.dtype = torch.float32) -> PeftModel:
+    """Freeze the base model and add LoRA adapters (peft), plus any fully trained ``modules_to_save``.
+
+    The base keeps its dtype (bf16 for the real preset); every trainable weight is ``trainable_dtype``
+    (fp32), so that small optimiser steps are not rounded away. peft keeps the LoRA factors in fp32
+    itself (``autocast_adapter_dtype``) and casts their input; the ``modules_to_save`` copies are cast
+    here and bridged by hooks (see :func:`upcast_modules_to_save`).
+    """
     config = LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
@@ -61,7 +81,42 @@ def apply_lora(llm: PreTrainedModel, spec: LoraSpec) -> PeftModel:
         modules_to_save=list(spec.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(llm, config)
+    model = get_peft_model(llm, config, autocast_adapter_dtype=trainable_dtype == torch.float32)
+    upcast_modules_to_save(model, trainable_dtype)
+    return model
+
+
+def upcast_modules_to_save(model: nn.Module, dtype: torch.dtype = torch.float32) -> None:
+    """Cast the trained copies of peft's ``modules_to_save`` to ``dtype``, their frozen originals untouched.
+
+    Where the base runs in another dtype (bf16), hooks cast the copy's floating inputs to ``dtype`` and
+    its floating output back to the base's dtype, so the model's dtype flow is that of the base with or
+    without autocast (an fp32 embedding copy still hands bf16 embeddings to bf16 layers).
+    """
+    for wrapper in model.modules():
+        if not isinstance(wrapper, ModulesToSaveWrapper):
+            continue
+        base_dtype = _float_dtype(wrapper.original_module)
+        for copy in wrapper.modules_to_save.values():
+            for param in copy.parameters():
+                if param.is_floating_point() and param.dtype != dtype:
+                    param.data = param.data.to(dtype)  # the same Parameter: tied copies stay tied
+            if base_dtype is not None and base_dtype != dtype and not getattr(copy, "_dtype_bridge", False):
+                copy.register_forward_pre_hook(partial(_cast_inputs, dtype=dtype))
+                copy.register_forward_hook(partial(_cast_output, dtype=base_dtype))
+                copy._dtype_bridge = True
+
+
+def _float_dtype(module: nn.Module) -> torch.dtype | None:
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+
+
+def _cast_inputs(module: nn.Module, args: tuple, dtype: torch.dtype) -> tuple:
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _cast_output(module: nn.Module, args: tuple, output, dtype: torch.dtype):
+    return output.to(dtype) if isinstance(output, torch.Tensor) and output.is_floating_point() else output
 
 
 def lora_parameter_count(model: torch.nn.Module) -> int:
