@@ -2,9 +2,11 @@
 official per-clip ``.npy`` layout plus a ``manifest.jsonl``; safe to interrupt, rerun and resume.
 
 Per clip: 16 frames spread over the video are decoded once. The largest face is tracked over them and
-cropped (face MAE, mean over the crops), the 16 frames feed VideoMAE, the frame whose face deviates
-most from the clip's first and last faces (the expression's apex) feeds EVA, and the audio (the video's track,
-else a sidecar ``.wav``) feeds HuBERT; a clip without audio gets a zero HuBERT vector.
+cropped (face MAE, mean over the crops), the 16 frames feed VideoMAE, and the audio (the video's track,
+else a sidecar ``.wav``) feeds HuBERT; a clip without audio gets a zero HuBERT vector. EVA sees one whole
+frame, chosen by ``model.eva_frame``: ``peak``, the frame whose face deviates most from the clip's first and
+last faces (the expression's apex), or ``first``, the video's first decoded frame (frame 0), which is what
+the original release trains and evaluates on. The manifest's ``peak_frame`` is the apex either way.
 
 A clip counts as done only when its manifest line says ``ok`` with the same encoder fingerprint and
 all its files exist; every file is written atomically, so an interrupted run leaves no half files.
@@ -28,12 +30,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from emotion_llama.datasets.faces import crop_faces, select_peak_frame, track_face
 from emotion_llama.datasets.features import FEATURE_DIRS, MODALITIES
-from emotion_llama.datasets.media import VIDEO_EXTENSIONS, load_clip
+from emotion_llama.datasets.media import VIDEO_EXTENSIONS, load_clip, read_frames
 from emotion_llama.datasets.noise import Corruption
 from emotion_llama.encoders.build import build_encoders
 from emotion_llama.errors import MediaError, UserError
 from emotion_llama.fileio import atomic_save_npy
-from emotion_llama.model.config import ModelConfig
+from emotion_llama.model.config import EVA_FRAMES, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ def fingerprint(
         "paths": {k: [str(v), _mtime(v)] for k, v in sorted(cfg.encoder_paths.items())},
         "seed": seed if cfg.encoder_size == "tiny" and not cfg.encoder_paths else None,
     }
+    if cfg.eva_frame != "peak":  # only then, so that caches made before the option existed stay valid
+        key["eva_frame"] = cfg.eva_frame
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -111,23 +115,41 @@ class Manifest:
             os.close(fd)
 
 
-def decode_clip(path: str | Path, num_frames: int = NUM_FRAMES, corruption: Corruption | None = None) -> dict:
-    """Everything the encoders need from one video, as uint8 frames and float audio (CPU, picklable)."""
+def decode_clip(
+    path: str | Path, num_frames: int = NUM_FRAMES, corruption: Corruption | None = None, eva_frame: str = "peak"
+) -> dict:
+    """Everything the encoders need from one video, as uint8 frames and float audio (CPU, picklable).
+
+    ``eva_image`` is the whole frame EVA encodes: the peak frame, or with ``eva_frame="first"`` the video's
+    frame 0 (decoded on its own when the sampled frames do not include it; corrupted like the others).
+    """
+    if eva_frame not in EVA_FRAMES:
+        raise ValueError(f"eva_frame must be one of {', '.join(EVA_FRAMES)}, got {eva_frame!r}")
     path = Path(path)
     try:
         clip = load_clip(path, num_frames=num_frames)
+        first = None
+        if eva_frame == "first" and (len(clip.frame_indices) == 0 or clip.frame_indices[0] != 0):
+            first = read_frames(path, np.array([0]))  # (1, H, W, 3)
     except MediaError as err:
         return {"name": path.stem, "error": err.reason}
     if corruption is not None and corruption.active:
-        clip.frames, clip.audio = corruption.apply(clip.name, clip.frames, clip.audio)
+        frames = clip.frames if first is None else np.concatenate([first, clip.frames])
+        frames, clip.audio = corruption.apply(clip.name, frames, clip.audio)  # frame by frame
+        first, clip.frames = (None, frames) if first is None else (frames[:1], frames[1:])
     track = track_face(clip.frames)
     faces = crop_faces(clip.frames, track, FACE_CROP)  # (N, S, S, 3)
     peak = select_peak_frame(faces)
+    if eva_frame == "peak":
+        eva_image = clip.frames[peak]
+    else:
+        eva_image = clip.frames[0] if first is None else first[0]
     return {
         "name": clip.name,
         "frames": clip.frames,  # (N, H, W, 3)
         "faces": faces,
         "peak": peak,
+        "eva_image": eva_image,  # (H, W, 3), the whole frame
         "peak_frame": int(clip.frame_indices[peak]),
         "face_box": track.boxes[peak].tolist(),
         "face_found": track.found,
@@ -138,14 +160,16 @@ def decode_clip(path: str | Path, num_frames: int = NUM_FRAMES, corruption: Corr
 
 
 class VideoFolder(Dataset):
-    def __init__(self, paths: Sequence[Path], num_frames: int = NUM_FRAMES, corruption: Corruption | None = None):
+    def __init__(self, paths: Sequence[Path], num_frames: int = NUM_FRAMES, corruption: Corruption | None = None,
+                 eva_frame: str = "peak"):
         self.paths, self.num_frames, self.corruption = list(paths), num_frames, corruption
+        self.eva_frame = eva_frame
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        return decode_clip(self.paths[index], self.num_frames, self.corruption)
+        return decode_clip(self.paths[index], self.num_frames, self.corruption, self.eva_frame)
 
 
 class FeatureEncoders(nn.Module):
@@ -161,11 +185,11 @@ class FeatureEncoders(nn.Module):
         device = next(self.parameters()).device
         faces = torch.stack([enc["mae"].preprocess(c["faces"]) for c in clips]).to(device)  # (B, N, 3, s, s)
         video = torch.stack([enc["videomae"].preprocess(c["frames"]) for c in clips]).to(device)  # (B, 16, 3, s, s)
-        peaks = torch.cat([enc["eva"].preprocess(c["frames"][c["peak"]][None]) for c in clips]).to(device)
+        images = torch.cat([enc["eva"].preprocess(_eva_image(c)[None]) for c in clips]).to(device)
         out = {
             "mae": enc["mae"](faces).pooled,
             "videomae": enc["videomae"](video).pooled,
-            "eva": enc["eva"](peaks).tokens,  # (B, 1+P, D) after ln_vision
+            "eva": enc["eva"](images).tokens,  # (B, 1+P, D) after ln_vision
             "hubert": self._audio(clips, device),
         }
         arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
@@ -190,6 +214,12 @@ class FeatureEncoders(nn.Module):
         for i, c in enumerate(clips):
             c["audio_found"] = i in have
         return pooled
+
+
+def _eva_image(clip: dict) -> np.ndarray:
+    """The whole frame EVA encodes (decode_clip chose it by eva_frame; older clip dicts: the peak frame)."""
+    image = clip.get("eva_image")
+    return clip["frames"][clip["peak"]] if image is None else image
 
 
 class ExtractionModule(L.LightningModule):
@@ -269,7 +299,8 @@ def extract_folder(
     if todo:
         encoders = encoders or build_encoders(cfg, random_tiny_ok=True)
         module = ExtractionModule(FeatureEncoders(encoders), output_dir, dirs, fp)
-        loader = DataLoader(VideoFolder(todo, corruption=corruption), batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+        folder = VideoFolder(todo, corruption=corruption, eva_frame=cfg.eva_frame)
+        loader = DataLoader(folder, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
         trainer = L.Trainer(
             accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
             enable_model_summary=False, enable_progress_bar=progress,

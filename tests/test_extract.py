@@ -109,3 +109,54 @@ def test_cli_exit_codes(mixed_folder, tmp_path):
     assert "ok 0 / failed 1 / skipped 0" in proc.stdout
     assert "Traceback" not in proc.stderr
     assert "failed: corrupt:" in proc.stderr
+
+
+def test_eva_frame_first_feeds_frame_zero_whole(mixed_folder, tmp_path, tiny_encoders):
+    """model.eva_frame=first: EVA sees the video's first decoded frame, whole; peak_frame stays the apex."""
+    import torch
+
+    from emotion_llama.datasets.media import read_frames
+    from emotion_llama.datasets.noise import Corruption
+    from emotion_llama.encoders.extract import FeatureEncoders, decode_clip, fingerprint
+
+    path = mixed_folder / "good.mp4"
+    peak, first = decode_clip(path), decode_clip(path, eva_frame="first")
+    frame0 = read_frames(path, np.array([0]))[0]
+    assert first["peak_frame"] == peak["peak_frame"] != 0
+    assert np.array_equal(first["eva_image"], frame0) and first["eva_image"].shape == first["frames"][0].shape
+    assert np.array_equal(peak["eva_image"], peak["frames"][peak["peak"]])
+    assert np.array_equal(first["frames"], peak["frames"])  # VideoMAE and the face crops are unchanged
+
+    encoders = FeatureEncoders(tiny_encoders).eval()
+    got_peak, got_first = (encoders([c])[0] for c in (peak, first))
+    eva = tiny_encoders["eva"]
+    with torch.no_grad():
+        want = eva(eva.preprocess(frame0[None])).tokens[0].float().numpy().astype(np.float16)
+    assert np.array_equal(got_first["eva"], want)
+    assert not np.allclose(got_first["eva"], got_peak["eva"], atol=1e-2)
+    for m in ("mae", "videomae", "hubert"):
+        np.testing.assert_allclose(got_first[m], got_peak[m], rtol=1e-5, atol=1e-6)
+
+    blur = Corruption(blur_sigma=2.0)  # a corruption reaches frame 0 too
+    blurred = decode_clip(path, corruption=blur, eva_frame="first")
+    assert np.array_equal(blurred["eva_image"], blur.apply("good", frame0[None], np.zeros(0, np.float32))[0][0])
+
+    cfg_first = ModelConfig(eva_frame="first")
+    assert fingerprint(cfg_first) != fingerprint(ModelConfig())
+    out = tmp_path / "features"
+    counts = extract_folder(mixed_folder, out, cfg_first, encoders=tiny_encoders, progress=False, names=["good"])
+    assert counts.ok == 1
+    assert np.array_equal(np.load(out / FEATURE_DIRS["eva"] / "good.npy"), want)
+    entry = Manifest(out / "manifest.jsonl").load()["good"]
+    assert entry.peak_frame == peak["peak_frame"] and entry.fingerprint == fingerprint(cfg_first)
+    # A cache made with peak frames is not reused for first frames, nor the other way round.
+    again = extract_folder(mixed_folder, out, ModelConfig(), encoders=tiny_encoders, progress=False, names=["good"])
+    assert (again.ok, again.skipped) == (1, 0)
+
+
+def test_eva_frame_is_validated():
+    from emotion_llama.errors import UserError
+
+    assert ModelConfig().eva_frame == "peak"
+    with pytest.raises(UserError, match="model.eva_frame must be one of peak, first"):
+        ModelConfig(eva_frame="middle")

@@ -208,3 +208,129 @@ def test_cli_prints_the_report_and_refuses_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.pth" in err and "missing" in err
     assert not (tmp_path / "out2").exists()
+
+
+# ------------------------------------------------------------------ what the checkpoint and paths.llm say
+def save_with_config(path: Path, state: dict, model_config: dict) -> Path:
+    torch.save({"model": state, "optimizer": {}, "config": {"model": model_config}, "scaler": None, "epoch": 1}, path)
+    return path
+
+
+def lora_scaling(model) -> float:
+    layer = model.llm.base_model.model.model.layers[0].self_attn.q_proj
+    return float(layer.scaling["default"])
+
+
+def test_lora_alpha_and_r_come_from_the_checkpoint_config(tmp_path, cfg):
+    """The file's lora_alpha (4) and lora_r (2) win over the preset's (8, 4); each difference is one note."""
+    state = official_state("peft0.2")
+    for key in [k for k in state if ".lora_" in k]:  # rank-2 factors, as a checkpoint trained with r=2 holds
+        state[key] = state[key][:2] if ".lora_A." in key else state[key][:, :2]
+    src = save_with_config(tmp_path / "Emotion_LLaMA.pth", state, {"arch": "minigpt_v2", "lora_r": 2, "lora_alpha": 4})
+    report = import_official(src, tmp_path / "out", cfg, shapes=SHAPES)
+    assert report.ok
+    text = report.format()
+    assert any("alpha" in n and "checkpoint 4" in n and "preset 8" in n for n in report.notes), report.notes
+    assert any(" r: " in n and "checkpoint 2" in n and "preset 4" in n for n in report.notes), report.notes
+    assert "preset 8" in text
+    written = read_config(tmp_path / "out")
+    assert (written.lora.r, written.lora.alpha) == (2, 4)
+    assert written.eva_frame == "first"  # the release's EVA input
+    adapter = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"]) == (2, 4)
+    model, _, _ = load_checkpoint(tmp_path / "out", shapes=SHAPES)
+    assert lora_scaling(model) == pytest.approx(4 / 2)
+
+
+def test_lora_values_equal_to_the_preset_give_no_note(tmp_path, cfg):
+    src = save_with_config(tmp_path / "Emotion_LLaMA.pth", official_state("peft0.2"),
+                           {"lora_r": RANK, "lora_alpha": 8})
+    report = import_official(src, tmp_path / "out", cfg, shapes=SHAPES)
+    assert not [n for n in report.notes if n.startswith("LoRA ")]
+    assert read_config(tmp_path / "out").lora.alpha == 8
+
+
+def test_a_nonsense_lora_r_in_the_checkpoint_config_is_refused(tmp_path, cfg):
+    src = save_with_config(tmp_path / "Emotion_LLaMA.pth", official_state("peft0.2"), {"lora_r": "sixty-four"})
+    with pytest.raises(UserError, match="lora_r='sixty-four'"):
+        import_official(src, tmp_path / "out", cfg, shapes=SHAPES)
+    assert not (tmp_path / "out").exists()
+
+
+def test_llm_shape_comes_from_the_llm_folder_not_the_preset(tmp_path, cfg, llm_dir):
+    """A preset whose llm_arch says LLaMA-2-7B (the real preset's {}) still imports a checkpoint of the
+    folder's tiny LLM: the shapes are read from its config.json."""
+    from dataclasses import replace
+
+    src = save_official(tmp_path / "Emotion_LLaMA.pth", official_state("peft0.2"))
+    report = import_official(src, tmp_path / "out", replace(cfg, llm_arch={}), shapes=SHAPES)
+    assert report.ok and report.mapped["lora"] == 8
+    note = next(n for n in report.notes if n.startswith("LLM shape"))
+    assert str(llm_dir / "config.json") in note and "hidden 32, 2 layers, 4 heads" in note
+
+    bare = tmp_path / "no_config"
+    bare.mkdir()
+    with pytest.raises(UserError, match="no config.json"):
+        import_official(src, tmp_path / "out2", replace(cfg, llm_path=str(bare)), shapes=SHAPES)
+
+
+ROTARY = {
+    "llama_model.base_model.model.model.layers.0.self_attn.rotary_emb.inv_freq": torch.rand(4),
+    "llama_model.base_model.model.model.rotary_emb.inv_freq": torch.rand(4),
+}
+
+
+def test_buffers_without_a_place_are_ignored_and_reported(tmp_path, cfg):
+    src = save_official(tmp_path / "Emotion_LLaMA.pth", {**official_state("peft0.2"), **ROTARY})
+    report = import_official(src, tmp_path / "out", cfg, shapes=SHAPES)
+    assert report.ok and report.mapped["lora"] == 8
+    assert set(ROTARY) <= set(report.ignored)
+    text = report.format()
+    assert all(key in text for key in ROTARY)
+    assert any("2 LLM tensors" in n and "buffers" in n for n in report.notes), report.notes
+
+
+def base_weight(state):
+    """A frozen base weight of the LLM, shipped as if trained: it has a place, but the import would drop it."""
+    return {**state, "llama_model.base_model.model.model.layers.0.mlp.up_proj.weight": torch.randn(64, 32)}
+
+
+@pytest.mark.parametrize(
+    "corrupt, words",
+    [
+        (lambda s: truncated({**s, **ROTARY}), ["2 weights missing"]),
+        (lambda s: misshaped({**s, **ROTARY}), ["1 mis-shaped", "llama_proj.weight"]),
+        (base_weight, ["no place for", "mlp.up_proj.weight"]),
+    ],
+    ids=["missing", "misshaped", "base_weight"],
+)
+def test_buffers_do_not_hide_missing_or_misshaped_weights(tmp_path, cfg, corrupt, words):
+    src = save_official(tmp_path / "Emotion_LLaMA.pth", corrupt(official_state("peft0.2")))
+    with pytest.raises(OfficialImportError) as err:
+        import_official(src, tmp_path / "out", cfg, shapes=SHAPES)
+    message = str(err.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    assert "inv_freq" not in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.llm_arch={hidden_size:", ["model.llm_arch"]),
+        ("model.lora={r: 4", ["model.lora"]),
+        ("model.eva_frame=middle", ["model.eva_frame", "peak, first"]),
+        ("model.encoder_size=huge", ["model.encoder_size"]),
+        ("model.llm_arch=5", ["model.llm_arch"]),
+    ],
+)
+def test_cli_bad_override_is_one_line_and_exit_2(tmp_path, capsys, override, words):
+    tool = load_tool()
+    src = save_official(tmp_path / "Emotion_LLaMA.pth", official_state("peft0.2"))
+    with pytest.raises(SystemExit) as exit_:
+        tool.main([f"ckpt={src}", f"out={tmp_path / 'out'}", "model=tiny", override])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err and all(w in err for w in words), err
+    assert not (tmp_path / "out").exists()

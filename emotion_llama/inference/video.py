@@ -142,8 +142,8 @@ class Predictor:
         if task not in TASKS:
             raise UserError(f"unknown task {task!r}: use task=emotion or task=reason")
         paths = [Path(p) for p in paths]
-        loader = DataLoader(VideoFolder(paths), batch_size=self.batch_size, num_workers=self.num_workers,
-                            collate_fn=list)
+        folder = VideoFolder(paths, eva_frame=self.core.config.eva_frame)  # the frame EVA saw in training
+        loader = DataLoader(folder, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=list)
         batches = iter(loader)
         for start in range(0, len(paths), self.batch_size):
             with native_stderr_silenced():

@@ -3,6 +3,13 @@
 The official file holds only the trained tensors, under MiniGPT-v2's module names. Every one is renamed to
 ours and its shape checked against the model the config builds on the meta device (no weights needed)
 before anything is written, so a truncated or foreign checkpoint is refused instead of half-loaded.
+
+What the file says wins over the preset: LoRA r and alpha come from the checkpoint's own ``config['model']``
+(``lora_r``, ``lora_alpha``) when it has one (a wrong alpha would silently rescale every LoRA delta), and
+the LLM's shape from ``paths.llm``'s ``config.json`` when that folder is given. Tensors that are no
+parameter of the model (buffers such as a rotary ``inv_freq``, the unused fusion head) are ignored and
+reported; a weight the model has in another shape, or lacks, refuses the file. The imported config sets
+``eva_frame: first``: the release trains and evaluates EVA on the video's first frame.
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from emotion_llama.encoders.build import EncoderShapes, encoder_config, encoder_shapes
-from emotion_llama.errors import UserError
+from emotion_llama.errors import UserError, WeightsNotFoundError
 from emotion_llama.fileio import atomic_dir
 from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.checkpoint import CheckpointError
 from emotion_llama.model.config import ModelConfig
+from emotion_llama.model.llm import LLAMA2_7B
+from emotion_llama.model.tokenizer import PLACEHOLDERS
 
 # MiniGPT-v2 attribute -> our projector; feats_llama_proj1/2/3 follow the order of its feature list.
 PROJECTOR_NAMES = {
@@ -38,6 +47,13 @@ PROJECTOR_NAMES = {
 LLM_PREFIX = "llama_model."
 UNUSED_HEAD = "attention."  # a fusion head that is trained and saved but never used in forward
 PREVIEW = 10
+# config.json keys that fix the shapes of the LLM's weights (what the meta build needs).
+LLM_SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "head_dim", "max_position_embeddings", "tie_word_embeddings")
+# Module names peft inserts between a base module and its weight.
+_PEFT_WRAPPERS = ("base_layer", "original_module")
+# The release's frame choice for EVA (see ModelConfig.eva_frame).
+RELEASE_EVA_FRAME = "first"
 
 
 @dataclass
@@ -45,7 +61,8 @@ class ImportReport:
     source: str
     preset: str
     mapped: dict[str, int] = field(default_factory=dict)  # our group (lora or a projector) -> tensors
-    ignored: list[str] = field(default_factory=list)  # official keys with no counterpart in our model
+    # Official keys with no counterpart in our model: the unused fusion head, buffers, other non-parameters.
+    ignored: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)  # trained LLM/projector weights our model lacks
     missing: list[str] = field(default_factory=list)  # our weights the checkpoint lacks
     mismatched: list[str] = field(default_factory=list)
@@ -111,10 +128,15 @@ def import_official(
     ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
     if out_dir.exists():
         raise CheckpointError(f"{out_dir} already exists: choose a new output folder or delete it")
-    state, epoch = read_official(ckpt_path)
-    shapes = shapes or encoder_shapes(cfg)
-    want = expected_weights(cfg, shapes)
+    state, epoch, file_config = read_official(ckpt_path)
     report = ImportReport(source=str(ckpt_path), preset=cfg.preset, epoch=epoch)
+    cfg = checkpoint_lora(cfg, file_config, report)
+    if cfg.eva_frame != RELEASE_EVA_FRAME:
+        report.notes.append(f"eva_frame {RELEASE_EVA_FRAME} (preset: {cfg.eva_frame}): the release trained EVA "
+                            "on the video's first frame, whole")
+        cfg = replace(cfg, eva_frame=RELEASE_EVA_FRAME)
+    shapes = shapes or encoder_shapes(cfg)
+    want = expected_weights(with_llm_shape(cfg, report), shapes)
     lora, projectors = map_weights(state, want, report)
     if not report.ok:
         raise OfficialImportError(report)
@@ -130,8 +152,9 @@ def import_official(
     return report
 
 
-def read_official(path: Path) -> tuple[dict[str, Tensor], int | None]:
-    """The tensors of a training checkpoint ``{model, optimizer, ...}`` or of a bare state dict, and its epoch."""
+def read_official(path: Path) -> tuple[dict[str, Tensor], int | None, dict | None]:
+    """The tensors of a training checkpoint ``{model, optimizer, config, ...}`` or of a bare state dict, its
+    epoch and its ``config`` (None when absent)."""
     if not path.is_file():
         raise UserError(f"{path} not found: pass the downloaded Emotion_LLaMA.pth")
     try:
@@ -141,11 +164,75 @@ def read_official(path: Path) -> tuple[dict[str, Tensor], int | None]:
             f"{path} is not a plain tensor checkpoint ({(str(err).splitlines() or [type(err).__name__])[0]}): if you trust it, "
             "re-save its state dict with torch.save(torch.load(path, weights_only=False)['model'], new_path)"
         ) from err
-    epoch = obj.get("epoch") if isinstance(obj, dict) else None
-    state = obj.get("model") if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
+    wrapped = isinstance(obj, dict) and isinstance(obj.get("model"), dict)
+    epoch = obj.get("epoch") if wrapped else None
+    config = obj.get("config") if wrapped else None
+    state = obj["model"] if wrapped else obj
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise UserError(f"{path} holds no state dict of tensors: pass the official Emotion_LLaMA.pth")
-    return state, epoch if isinstance(epoch, int) else None
+    return state, epoch if isinstance(epoch, int) else None, config if isinstance(config, dict) else None
+
+
+def checkpoint_lora(cfg: ModelConfig, file_config: dict | None, report: ImportReport) -> ModelConfig:
+    """``cfg`` with LoRA r and alpha from the checkpoint's ``config['model']`` where it has them; every
+    difference from the preset is a note naming both values."""
+    model = (file_config or {}).get("model")
+    model = model if isinstance(model, dict) else {}
+    lora, changed = cfg.lora, {}
+    for ours, theirs in (("r", "lora_r"), ("alpha", "lora_alpha")):
+        if theirs not in model:
+            continue
+        value = model[theirs]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UserError(f"{report.source}: its config gives {theirs}={value!r}, not a positive whole number: "
+                            "pass the official Emotion_LLaMA.pth")
+        if value != getattr(lora, ours):
+            report.notes.append(f"LoRA {ours}: checkpoint {value}, preset {getattr(lora, ours)}: "
+                                "the checkpoint's value is used")
+            changed[ours] = value
+    if not model or not {"lora_r", "lora_alpha"} & set(model):
+        report.notes.append(f"the checkpoint records no LoRA r/alpha: the preset's are used (r {lora.r}, "
+                            f"alpha {lora.alpha})")
+    return replace(cfg, lora=replace(lora, **changed)) if changed else cfg
+
+
+def llm_shape(path: str | Path) -> dict:
+    """The shape-defining keys of the LLM folder's ``config.json``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise WeightsNotFoundError("LLM", path, "paths.llm")
+    config_file = path / "config.json"
+    try:
+        data = json.loads(config_file.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} has no config.json: set paths.llm to the Hugging Face folder of "
+                        "Llama-2-7b-chat-hf") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{config_file} is not readable JSON ({err}): set paths.llm to the Hugging Face "
+                        "folder of Llama-2-7b-chat-hf") from None
+    if not isinstance(data, dict) or not isinstance(data.get("hidden_size"), int):
+        raise UserError(f"{config_file} gives no hidden_size: set paths.llm to the Hugging Face folder of "
+                        "Llama-2-7b-chat-hf")
+    return {k: data[k] for k in LLM_SHAPE_KEYS if data.get(k) is not None}
+
+
+def with_llm_shape(cfg: ModelConfig, report: ImportReport) -> ModelConfig:
+    """``cfg`` whose ``llm_arch`` is the shape of the ``llm_path`` folder (for the meta build), or ``cfg``
+    itself when there is no folder; the report says where the shape came from."""
+    if cfg.llm_path is None:
+        arch = {**LLAMA2_7B, **cfg.llm_arch}
+        report.notes.append(f"LLM shape from the preset (no paths.llm): {_shape_text(arch)}")
+        return cfg
+    arch = llm_shape(cfg.llm_path)
+    report.notes.append(f"LLM shape from {Path(cfg.llm_path) / 'config.json'}: {_shape_text(arch)}")
+    return replace(cfg, llm_arch=arch)
+
+
+def _shape_text(arch: dict) -> str:
+    return (f"hidden {arch.get('hidden_size')}, {arch.get('num_hidden_layers')} layers, "
+            f"{arch.get('num_attention_heads')} heads, vocab {arch.get('vocab_size')}")
 
 
 def our_name(key: str) -> tuple[str, str] | None:
@@ -166,19 +253,44 @@ class Expected:
     lora: dict[str, Tensor]
     projectors: dict[str, Tensor]
     peft_config: LoraConfig
+    # Every parameter of the LLM (frozen ones too), under the peft model's names without peft's wrappers.
+    llm_parameters: frozenset[str] = frozenset()
 
 
 def expected_weights(cfg: ModelConfig, shapes: EncoderShapes) -> Expected:
+    """Our trainable tensors for ``cfg``, built on the meta device; a ``vocab_size`` in ``cfg.llm_arch`` sizes
+    the embedding (the placeholders take the ids right after it, as with the real tokenizer)."""
+    arch = dict(cfg.llm_arch)
+    vocab = arch.pop("vocab_size", None)
+    tokenizer = None if vocab is None else _Placeholders(int(vocab))
     with torch.device("meta"):
-        model = build_model(cfg, tokenizer=None, shapes=shapes)
+        model = build_model(replace(cfg, llm_arch=arch), tokenizer=tokenizer, shapes=shapes)
     peft_config = model.llm.peft_config["default"]
-    return Expected(get_peft_model_state_dict(model.llm), dict(model.projectors.state_dict()), peft_config)
+    params = frozenset(
+        ".".join(p for p in name.split(".") if p not in _PEFT_WRAPPERS) for name, _ in model.llm.named_parameters()
+    )
+    return Expected(get_peft_model_state_dict(model.llm), dict(model.projectors.state_dict()), peft_config, params)
+
+
+class _Placeholders:
+    """What a shape-only build asks of a tokenizer: the placeholders' ids, right after ``vocab`` ids."""
+
+    def __init__(self, vocab: int):
+        self.vocab = vocab
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return self.vocab + PLACEHOLDERS.index(token)
 
 
 def map_weights(state: dict[str, Tensor], want: Expected, report: ImportReport) -> tuple[dict, dict]:
-    """Rename ``state`` to our keys, check each against ``want`` and fill ``report``: (adapter, projectors)."""
+    """Rename ``state`` to our keys, check each against ``want`` and fill ``report``: (adapter, projectors).
+
+    An LLM tensor that is neither a LoRA factor nor a parameter of the model (a buffer such as a rotary
+    ``inv_freq``) is ignored; a LoRA factor or an LLM weight the adapter does not hold is unexpected.
+    """
     out: dict[str, dict[str, Tensor]] = {"lora": {}, "projectors": {}}
     counts: Counter[str] = Counter()
+    buffers = []
     for key, tensor in state.items():
         named = our_name(key)
         if named is None:
@@ -187,7 +299,10 @@ def map_weights(state: dict[str, Tensor], want: Expected, report: ImportReport) 
         group, ours = named
         part = "lora" if group == "lora" else "projectors"
         target = getattr(want, part).get(ours)
-        if target is None:
+        if target is None and part == "lora" and not _is_llm_weight(ours, want):
+            report.ignored.append(key)
+            buffers.append(key)
+        elif target is None:
             report.unexpected.append(key)
         elif tuple(tensor.shape) != tuple(target.shape):
             report.mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)}, model {tuple(target.shape)}")
@@ -199,7 +314,18 @@ def map_weights(state: dict[str, Tensor], want: Expected, report: ImportReport) 
     unused = [k for k in report.ignored if k.startswith(UNUSED_HEAD)]
     if unused:
         report.notes.append(f"{len(unused)} tensors of the unused '{UNUSED_HEAD}*' fusion head ignored")
+    if buffers:
+        report.notes.append(f"{len(buffers)} LLM tensors that are no parameter of the model (buffers) ignored, "
+                            f"e.g. {buffers[0]}")
+    others = [k for k in report.ignored if not k.startswith(UNUSED_HEAD) and k not in buffers]
+    if others:
+        report.notes.append(f"{len(others)} tensors of modules this model does not have ignored, e.g. {others[0]}")
     return out["lora"], out["projectors"]
+
+
+def _is_llm_weight(ours: str, want: Expected) -> bool:
+    """Whether an LLM tensor is trained weight (a LoRA factor, or a parameter of the LLM), not a buffer."""
+    return any(part.startswith("lora_") for part in ours.split(".")) or ours in want.llm_parameters
 
 
 def check_eva(path: Path, cfg: ModelConfig, shapes: EncoderShapes) -> None:
