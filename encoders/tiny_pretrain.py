@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from emotion_llama.datasets.cues import read_cue_phrases
 from emotion_llama.datasets.merr import read_merr_json, read_merr_txt
@@ -249,7 +250,8 @@ def pretrain_tiny_encoders(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
     g = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
+    bar = tqdm(range(epochs), desc="tiny encoder pre-training", unit="epoch", disable=None)
+    for _ in bar:
         total = 0.0
         for idx in torch.randperm(n, generator=g).split(batch_size):
             batch, f = _trim(_index(train, idx), front[idx], kernel, stride)
@@ -259,13 +261,16 @@ def pretrain_tiny_encoders(
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
-        log.info("tiny encoder pre-training epoch %d/%d: loss %.4f", epoch + 1, epochs, total / n)
+        bar.set_postfix(loss=f"{total / n:.4f}")
     with torch.no_grad():
         _, val_acc = _loss_and_accuracy(model(val, vfront), vtargets)
     meta = {"epochs": epochs, "seed": seed, "train_clips": n, "val_accuracy": val_acc,
             "decode_seconds": round(decoded, 1), "seconds": round(time.time() - start, 1),
             "face_cues": list(keys["face"]), "voice_cues": list(keys["voice"])}
     _save(encoders, out_dir, meta)
+    accuracy = ", ".join(f"{k} {float(v):.2f}" for k, v in val_acc.items())
+    log.info("tiny encoders pre-trained in %.0f s (final loss %.4f; val accuracy %s) -> %s",
+             meta["seconds"], total / n, accuracy, out_dir)
     return meta
 
 

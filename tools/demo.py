@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,11 +19,12 @@ from emotion_llama.evaluation.evaluate import evaluate
 from emotion_llama.fileio import atomic_write_text
 from emotion_llama.training.train import train
 
+log = logging.getLogger("emotion_llama.demo")
 
 def _train_cfg(cfg: DictConfig, experiment: str) -> DictConfig:
     overrides = [f"experiment={experiment}", f"paths.output_dir={cfg.paths.output_dir}",
                  f"data.generate.clips_per_label={cfg.clips_per_label}", f"data.generate.seed={cfg.seed}",
-                 "trainer.enable_progress_bar=false", *cfg.train_overrides]
+                 *cfg.train_overrides]
     return compose(config_name="train", overrides=overrides)
 
 
@@ -70,16 +72,21 @@ def _infer(cfg: DictConfig, checkpoint: str, video: Path) -> dict:
 
 def run_demo(cfg: DictConfig) -> dict:
     start = time.perf_counter()
+    log.info("stage 1 (labels and descriptions); makes the synthetic set, tiny encoders and features first")
     coarse = _stage(cfg, "tiny_coarse")
+    log.info("stage 2 (reasoning), from stage 1's model")
     fine = _stage(cfg, "tiny_fine")
     ckpt = fine["model"]
+    log.info("evaluation on the test split, then with each modality dropped, then in DFEW and MER2023 formats")
     test = _eval(cfg, ckpt, "synthetic")
     ablation = {m: _eval(cfg, ckpt, "synthetic", f"_no_{m}", f"[{m}]") for m in ("visual", "audio", "text")}
     dfew = _eval(cfg, ckpt, "dfew")
     mer = _eval(cfg, ckpt, "mer2023")
     first_test = Path(cfg.paths.synthetic_dir, "splits", "test.txt").read_text().split()[0]
     video = Path(cfg.paths.synthetic_dir, "videos", f"{first_test}.mp4")
+    log.info("explanations of the test clips, checked against their cues")
     reasoning = _reasoning(cfg, ckpt)
+    log.info("inference on %s with a card", video)
     inference = _infer(cfg, ckpt, video)
     summary = {
         "test_war": test["war"], "test_uar": test["uar"],
