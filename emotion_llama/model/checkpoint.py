@@ -55,6 +55,7 @@ LEGACY_BASE_LLM = "base_llm.safetensors"  # the peft-wrapped state dict older ch
 # Module names peft inserts between a base module and its weights, and the parts that belong to the adapter.
 _PEFT_WRAPPERS = ("base_layer", "original_module")
 _ADAPTER_PARTS = ("modules_to_save",)
+_PEFT_BASE_PREFIX = "base_model.model."  # PeftModel.state_dict() name = this + the base model's own name
 
 
 class CheckpointError(UserError):
@@ -77,30 +78,50 @@ class LoadReport:
 
 
 def save_checkpoint(
-    model: EmotionLLaMA, cfg: ModelConfig, tokenizer, out_dir: str | Path, meta: dict | None = None
+    model: EmotionLLaMA,
+    cfg: ModelConfig,
+    tokenizer,
+    out_dir: str | Path,
+    meta: dict | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write the checkpoint into a temporary folder and move it into place when complete."""
+    """Write the checkpoint into a temporary folder and move it into place when complete.
+
+    ``state_dict``: the weights to write, under ``model.state_dict()``'s names, instead of ``model``'s own
+    tensors (``model`` then gives only the structure): e.g. the full state gathered from the ranks of a
+    sharded (ZeRO-3) run, whose ``model`` holds only its shard. It must hold every trainable weight, and
+    every weight when ``cfg.llm_path`` is None (the base LLM is saved too); a missing one is an error.
+    """
     out_dir = Path(out_dir)
+    llm_state = proj_state = None
+    if state_dict is not None:
+        needed = {n for n, p in model.named_parameters() if p.requires_grad or cfg.llm_path is None}
+        missing = sorted(needed - set(state_dict))
+        if missing:
+            raise CheckpointError(f"the state to save lacks {len(missing)} of the model's weights, e.g. {missing[0]}")
+        llm_state, proj_state = _under(state_dict, "llm."), _under(state_dict, "projectors.")
     with atomic_dir(out_dir) as tmp:
-        model.llm.save_pretrained(tmp / "adapter")
-        save_file(_contiguous(model.projectors.state_dict()), tmp / "projectors.safetensors")
+        model.llm.save_pretrained(tmp / "adapter", state_dict=llm_state)
+        save_file(_contiguous(model.projectors.state_dict() if proj_state is None else proj_state), tmp / "projectors.safetensors")
         if cfg.llm_path is None:
-            save_base_llm(model.llm, tmp / BASE_LLM_DIR)
+            save_base_llm(model.llm, tmp / BASE_LLM_DIR, llm_state)
         tokenizer.save_pretrained(tmp / "tokenizer")
         OmegaConf.save(OmegaConf.create(cfg.to_dict()), tmp / "config.yaml")
         (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2, default=str))
     return out_dir
 
 
-def base_llm_state(llm: PeftModel) -> dict[str, torch.Tensor]:
-    """The base LLM's own weights under the plain transformers names, sharing storage with ``llm``.
+def base_llm_state(llm: PeftModel, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The base LLM's own weights under the plain transformers names, sharing storage with ``llm``
+    (with ``state``, ``llm.state_dict()``-named weights to take them from instead: a gathered full state).
 
     peft wraps each LoRA target as ``<module>.base_layer`` beside its ``lora_*`` factors, and each
     ``modules_to_save`` module as ``<module>.original_module`` (untouched) beside the trained
     ``<module>.modules_to_save.<adapter>`` copy; the factors and trained copies belong to the adapter.
     """
+    base = llm.get_base_model().state_dict() if state is None else _under(state, _PEFT_BASE_PREFIX)
     out = {}
-    for key, tensor in llm.get_base_model().state_dict().items():
+    for key, tensor in base.items():
         parts = key.split(".")
         if any(p.startswith("lora_") or p in _ADAPTER_PARTS for p in parts):
             continue
@@ -108,11 +129,12 @@ def base_llm_state(llm: PeftModel) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_base_llm(llm: PeftModel, out: Path) -> None:
-    """``llm``'s base model as a Hugging Face folder that ``AutoModelForCausalLM.from_pretrained`` reads."""
+def save_base_llm(llm: PeftModel, out: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """``llm``'s base model as a Hugging Face folder that ``AutoModelForCausalLM.from_pretrained`` reads
+    (``state``: ``llm.state_dict()``-named weights to write instead of ``llm``'s own, see :func:`base_llm_state`)."""
     base = llm.get_base_model()
     plain = AutoModelForCausalLM.from_config(base.config, dtype=base.dtype)
-    plain.load_state_dict(base_llm_state(llm), strict=True)  # every base weight, nothing of the adapter
+    plain.load_state_dict(base_llm_state(llm, state), strict=True)  # every base weight, nothing of the adapter
     plain.save_pretrained(out)
 
 
@@ -217,6 +239,10 @@ def load_adapter(model: EmotionLLaMA, path: Path) -> LoadReport:
     report = LoadReport(unexpected=sorted(set(result.unexpected_keys)))
     report.raise_if_missing(path)
     return report
+
+
+def _under(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -95,9 +96,45 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     trainer.fit(fitted, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     export = Path(cfg.run_dir, "model")
+    # Every rank takes part in the gather (a sharded strategy holds a part of each weight per rank); rank 0
+    # writes what it gathered, which save_checkpoint checks is complete.
+    state = gather_export_state(trainer, module, with_frozen=model_cfg.llm_path is None)
     if trainer.is_global_zero:
         meta = {"stage": cfg.stage.name, "epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": metrics}
-        save_checkpoint(model, model_cfg, tokenizer, export, meta=meta)
+        save_checkpoint(model, model_cfg, tokenizer, export, meta=meta, state_dict=state)
         Path(cfg.run_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))
         OmegaConf.save(cfg, Path(cfg.run_dir, "config.yaml"))
+    del state
+    trainer.strategy.barrier("export")  # no rank returns (or reads the export) before it is complete
     return metrics, {"model": model, "tokenizer": tokenizer, "trainer": trainer, "export": export}
+
+
+def gather_export_state(trainer: L.Trainer, module: EmotionLLaMAModule, with_frozen: bool) -> dict[str, torch.Tensor]:
+    """The fitted model's full, unsharded weights on CPU under ``module.model.state_dict()``'s names, on global
+    rank 0 (an empty dict on the other ranks): the trainable ones, and the frozen ones too with ``with_frozen``.
+
+    A collective under sharding strategies, so every rank must call it. The strategy's wrapped model goes
+    through ``torch.distributed.checkpoint``'s ``get_model_state_dict``, which knows DDP, FSDP and compiled
+    wrappers and unshards FSDP parameters straight to rank 0's CPU (DDP and a single device are tested).
+    DeepSpeed's engine is not a wrapper it knows, so there the LightningModule is read, under ZeRO-3 inside
+    ``deepspeed.zero.GatheredParameters`` (untested: deepspeed is not a dependency).
+    """
+    from lightning.pytorch.strategies import DeepSpeedStrategy  # importable without deepspeed
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=not with_frozen)
+    strategy = trainer.strategy
+    if isinstance(strategy, DeepSpeedStrategy):
+        gather = contextlib.nullcontext()
+        if getattr(strategy, "zero_stage_3", False):
+            import deepspeed
+
+            params = [p for p in module.parameters() if with_frozen or p.requires_grad]
+            gather = deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+        with gather:
+            state = get_model_state_dict(module, options=options)
+    else:
+        wrapped = strategy.model if isinstance(strategy.model, torch.nn.Module) else module
+        state = get_model_state_dict(wrapped, options=options)
+    prefix = "model."  # the LightningModule's attribute holding the EmotionLLaMA
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
