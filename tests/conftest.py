@@ -86,3 +86,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+def save_tiny_checkpoint(out: Path, lora_b_std: float | None = None) -> Path:
+    """An untrained checkpoint: the tiny preset's encoders (their real shapes) with a smaller random LLM.
+
+    ``lora_b_std`` draws LoRA B (zero at init) from N(0, std) so that a wrong adapter load would show.
+    """
+    from emotion_llama.encoders.build import encoder_shapes
+    from emotion_llama.model.builder import build_model, build_tokenizer
+    from emotion_llama.model.checkpoint import save_checkpoint
+    from emotion_llama.model.config import ModelConfig
+
+    arch = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=4, max_position_embeddings=1024)
+    cfg = ModelConfig(llm_arch=arch, lora=dict(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    tokenizer = build_tokenizer(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, tokenizer, encoder_shapes(cfg))
+    if lora_b_std is not None:
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=lora_b_std)
+    return save_checkpoint(model, cfg, tokenizer, out)

@@ -14,29 +14,20 @@ import pytest
 import torch
 from media_fixtures import write_synthetic_videos
 
+from conftest import save_tiny_checkpoint
 from emotion_llama.datasets.common import write_subtitles
-from emotion_llama.encoders.build import encoder_shapes
 from emotion_llama.errors import UserError
 from emotion_llama.inference.core import checkpoint_overrides
 from emotion_llama.inference.video import Failure, Prediction, Predictor, Transcriber, card_paths
 from emotion_llama.labels import MERR_LABELS
-from emotion_llama.model.builder import build_model, build_tokenizer
-from emotion_llama.model.checkpoint import save_checkpoint
-from emotion_llama.model.config import ModelConfig
 
 INFER = Path(__file__).resolve().parents[1] / "tools" / "infer.py"
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    # The tiny preset's encoders (their real shapes) with a smaller random LLM: nothing is trained.
-    arch = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=4, max_position_embeddings=1024)
-    cfg = ModelConfig(llm_arch=arch, lora=dict(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
-    tokenizer = build_tokenizer(cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg, tokenizer, encoder_shapes(cfg))
-    return save_checkpoint(model, cfg, tokenizer, tmp_path_factory.mktemp("ckpt") / "model")
+    # Nothing is trained.
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import pytest
 import torch
 from media_fixtures import write_synthetic_videos
 
+from conftest import save_tiny_checkpoint
 from emotion_llama.datasets.features import FeatureStore, LazyFeatures
-from emotion_llama.encoders.build import build_encoders, encoder_shapes
+from emotion_llama.encoders.build import build_encoders
 from emotion_llama.encoders.extract import extract_folder
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import Evaluator
@@ -16,8 +17,6 @@ from emotion_llama.evaluation.reasoning import ReasonEvaluator
 from emotion_llama.inference.core import InferenceCore, checkpoint_overrides, resolve_device, weight_paths
 from emotion_llama.inference.video import Predictor
 from emotion_llama.labels import DFEW_LABELS, MERR_LABELS
-from emotion_llama.model.builder import build_model, build_tokenizer
-from emotion_llama.model.checkpoint import save_checkpoint
 from emotion_llama.model.config import ModelConfig
 
 NAMES = ("good", "noface", "silent")
@@ -26,17 +25,7 @@ SUBTITLES = {"good": "I passed the exam", "silent": "a much longer sentence, so 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    arch = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=4, max_position_embeddings=1024)
-    cfg = ModelConfig(llm_arch=arch, lora=dict(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
-    tokenizer = build_tokenizer(cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg, tokenizer, encoder_shapes(cfg))
-    # LoRA B starts at zero; make the adapter matter so that a wrong load would show.
-    for name, p in model.llm.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.5)
-    return save_checkpoint(model, cfg, tokenizer, tmp_path_factory.mktemp("ckpt") / "model")
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model", lora_b_std=0.5)
 
 
 @pytest.fixture(scope="module")
