@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -138,8 +138,8 @@ class GpuUtilisation:
 # ---------------------------------------------------------------------------------------------- set-up
 
 
-def preset_config(preset: str, paths: Sequence[str] = ()):
-    """The ``model`` preset resolved against ``conf/paths`` and ``KEY=VALUE`` path overrides.
+def preset_config(preset: str, paths: Mapping[str, object] | None = None):
+    """The ``model`` preset resolved against ``conf/paths`` and the ``paths`` named on the command line.
 
     The tiny preset's pre-trained encoders are replaced by seeded random ones unless
     ``tiny_encoders=DIR`` is given: their speed is the same and nothing has to be trained first.
@@ -150,20 +150,13 @@ def preset_config(preset: str, paths: Sequence[str] = ()):
     if not file.is_file():
         known = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
         raise UserError(f"unknown preset {preset!r}: use one of {known}")
-    given = dict(_key_value(p) for p in paths)
+    given = {k: str(v) for k, v in (paths or {}).items()}
     cfg = OmegaConf.create({"paths": OmegaConf.load(CONF / "paths" / "default.yaml"), "model": OmegaConf.load(file)})
     cfg.paths = OmegaConf.merge(cfg.paths, given)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     if model["encoder_size"] == "tiny" and "tiny_encoders" not in given:
         model["encoder_paths"] = {}
     return ModelConfig.from_dict(model)
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise UserError(f"{text!r} is not KEY=VALUE: write e.g. paths.llm=/models/Llama-2-7b-chat-hf")
-    return key.removeprefix("paths."), value
 
 
 @dataclass
@@ -236,11 +229,6 @@ def bench_checkpoint(cfg, bset: BenchSet, work_dir: Path, checkpoint: Path | Non
     tokenizer = build_tokenizer(cfg, texts)
     torch.manual_seed(0)
     return save_checkpoint(build_model(cfg, tokenizer), cfg, tokenizer, out, meta={"note": "random weights, for benchmarks"})
-
-
-def named_paths(paths: Sequence[str]) -> dict[str, str]:
-    """The weight paths given as ``KEY=VALUE``; the inference core merges them over a checkpoint's own."""
-    return dict(_key_value(p) for p in paths)
 
 
 def base_result(mode: str, args: argparse.Namespace, device: torch.device, dtype: str, batch: int) -> dict:
@@ -430,7 +418,7 @@ def bench_eval(args: argparse.Namespace) -> list[dict]:
     cfg = preset_config(args.preset, args.paths)
     bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, cfg)
     checkpoint = bench_checkpoint(cfg, bset, args.work_dir, args.checkpoint)
-    core = InferenceCore.load(checkpoint, named_paths(args.paths), device)
+    core = InferenceCore.load(checkpoint, args.paths, device)
     names = bset.names("test")
     subset = names[: args.clips]
     features, subtitles = LazyFeatures(bset.store(), names), bset.subtitles()
@@ -498,9 +486,9 @@ def bench_extract(args: argparse.Namespace) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- infer
 
 
-def cold_start(video: Path, checkpoint: Path, device: torch.device, paths: Sequence[str]) -> float:
+def cold_start(video: Path, checkpoint: Path, device: torch.device, paths: Mapping[str, str]) -> float:
     """Seconds from launching ``tools/infer.py`` to its first answer on stdout."""
-    overrides = [f"paths.{k}={v}" for k, v in map(_key_value, paths)]
+    overrides = [f"paths.{k}={v}" for k, v in paths.items()]
     cmd = [sys.executable, str(INFER_TOOL), str(video.resolve()), f"checkpoint={checkpoint}", "json=true",
            f"device={device}", *overrides]
     start = time.perf_counter()
@@ -527,7 +515,7 @@ def bench_infer(args: argparse.Namespace) -> list[dict]:
     videos = bset.videos(names[: (args.clips or len(names) - 1) + 1])
     cold_s = cold_start(videos[0], checkpoint, device, args.paths)
     cold_mem = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    predictor = Predictor(checkpoint, named_paths(args.paths), device=device, batch_size=1)
+    predictor = Predictor(checkpoint, args.paths, device=device, batch_size=1)
     predictor.predict([videos[0]])  # the first answer of a loaded model is the cold one, measured above
     warm = [timed(partial(predictor.predict, [v]), device) * 1000 for v in videos[1:] or videos]
     return [base_result("infer", args, device, "bf16" if device.type == "cuda" else "fp32", 1) | {
@@ -585,8 +573,8 @@ def bench_args(cfg: DictConfig, call: Call) -> argparse.Namespace:
     return argparse.Namespace(
         mode=call.positional[0], preset=cfg.model.preset, device=cfg.device,
         checkpoint=Path(cfg.checkpoint) if cfg.checkpoint else None,
-        # As KEY=VALUE: only the paths named on the command line replace a checkpoint's own.
-        paths=[f"{k}={v}" for k, v in call.named_paths(cfg).items()],
+        # Only the paths named on the command line replace a checkpoint's own.
+        paths={k: str(v) for k, v in call.named_paths(cfg).items()},
         data=Path(cfg.data_dir) if cfg.data_dir else None, work_dir=Path(cfg.work_dir),
         clips_per_label=cfg.clips_per_label, batch=cfg.batch, threads=cfg.threads, workers=cfg.workers,
         clips=cfg.clips, max_new_tokens=cfg.max_new_tokens, min_time=cfg.min_time, variants=variants,
