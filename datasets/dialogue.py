@@ -1,0 +1,49 @@
+"""One utterance of a conversation, as the text-only readers (:mod:`.meld`, :mod:`.iemocap`) return it.
+
+``context`` holds the (speaker, text) pairs of the utterances that came before it in the same dialogue,
+oldest first: the readers fill it from every utterance of the dialogue, including those whose label a
+class set drops, so a prompt sees the conversation as it happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    text: str
+    speaker: str
+    label: str
+    dialogue: str
+    index: int  # position in the dialogue (MELD's Utterance_ID; IEMOCAP: order of the turns in time)
+    start: float | None = None  # seconds
+    end: float | None = None
+    sentiment: str | None = None  # MELD only: positive, negative or neutral
+    context: tuple[tuple[str, str], ...] = ()
+
+    def context_text(self, turns: int | None = None, separator: str = "\n") -> str:
+        """The last ``turns`` earlier utterances (all when ``None``) as ``Speaker: text`` lines."""
+        if turns is None:
+            pairs = self.context
+        else:
+            pairs = self.context[-turns:] if turns > 0 else ()
+        return separator.join(f"{speaker}: {text}" for speaker, text in pairs)
+
+
+def with_context(utterances: Iterable[Utterance]) -> list[Utterance]:
+    """The utterances in their given order, each with ``context`` set from the others of its dialogue
+    that have a smaller ``index``."""
+    utterances = list(utterances)
+    by_dialogue: dict[str, list[Utterance]] = {}
+    for u in utterances:
+        by_dialogue.setdefault(u.dialogue, []).append(u)
+    context: dict[tuple[str, int], tuple[tuple[str, str], ...]] = {}
+    for dialogue, members in by_dialogue.items():
+        earlier: list[tuple[str, str]] = []
+        for u in sorted(members, key=lambda u: u.index):
+            context[(dialogue, u.index)] = tuple(earlier)
+            earlier.append((u.speaker, u.text))
+    return [replace(u, context=context[(u.dialogue, u.index)]) for u in utterances]
