@@ -1,16 +1,34 @@
-"""Face boxes tracked over a clip (OpenCV Haar cascade), square face crops, and the clip's peak frame."""
+"""Face boxes tracked over a clip, square face crops, and the clip's peak frame.
+
+Faces are found by one of FACE_DETECTORS (the ``detector`` argument of detect_faces and track_face): ``mtcnn``,
+the default (a CNN cascade whose weights come with the ``facenet-pytorch`` dependency, see ``face_detectors``),
+or ``haar``, OpenCV's frontal-face cascade. MTCNN keeps the faces that Haar's frontal cascade loses (heads
+tilted by 20-30 degrees, faces turned away, near profiles) at about Haar's cost on real frames and up to twice
+it on small ones; BENCHMARKS.md ("Face detectors") has the figures.
+"""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-CASCADE_FILE = "haarcascade_frontalface_default.xml"
-SCALE_FACTOR = 1.1
-MIN_NEIGHBORS = 4  # 3 lets through blobs in textured backgrounds; 5 starts losing small faces
+from emotion_llama.datasets.face_detectors import (
+    DEFAULT_DETECTOR,
+    DETECTORS,
+    FaceDetectorError,
+    check_detector,
+    detect,
+)
+
+__all__ = [
+    "DEFAULT_FACE_DETECTOR", "FACE_DETECTORS", "FaceDetectorError", "FaceTrack", "centre_boxes", "crop_faces",
+    "detect_faces", "select_peak_frame", "track_face",
+]
+
+FACE_DETECTORS = DETECTORS  # ("mtcnn", "haar")
+DEFAULT_FACE_DETECTOR = DEFAULT_DETECTOR  # part of the feature-extraction fingerprint
 MIN_FACE_FRACTION = 0.2  # of the shorter frame side: emotion clips are close-ups, tiny hits are noise
 DETECT_SIDE = 240  # frames are shrunk to this shorter side first: faces >= 20 % of it still have 48 px
 PEAK_SIZE = 32  # side of the grey thumbnails compared by select_peak_frame
@@ -22,31 +40,20 @@ class FaceTrack:
     found: bool
 
 
-@functools.cache
-def _detector() -> cv2.CascadeClassifier:
-    detector = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE_FILE)
-    if detector.empty():
-        raise RuntimeError(f"OpenCV could not load {CASCADE_FILE}: reinstall opencv-python-headless")
-    return detector
+def detect_faces(frame: np.ndarray, detector: str | None = None) -> np.ndarray:
+    """All faces in one RGB frame -> (K, 4) float32 x0, y0, x1, y1 (squares with either detector).
 
-
-def detect_faces(frame: np.ndarray) -> np.ndarray:
-    """All faces in one RGB frame -> (K, 4) float32 x0, y0, x1, y1.
-
-    No histogram equalisation: the cascade already normalises each window's variance, and equalising
-    flat synthetic frames exaggerates their edges enough to halve the detection rate.
+    ``detector``: one of FACE_DETECTORS, None for DEFAULT_FACE_DETECTOR. The frame is shrunk to DETECT_SIDE
+    first and faces under MIN_FACE_FRACTION of its shorter side are left out. A detector whose weights are
+    not installed raises FaceDetectorError, one line saying how to install them.
     """
-    grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-    scale = min(1.0, DETECT_SIDE / min(grey.shape))
+    name = check_detector(detector or DEFAULT_FACE_DETECTOR)
+    frame = np.ascontiguousarray(frame)
+    scale = min(1.0, DETECT_SIDE / min(frame.shape[:2]))
     if scale < 1.0:
-        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    side = max(1, int(min(grey.shape) * MIN_FACE_FRACTION))
-    hits = _detector().detectMultiScale(
-        grey, scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBORS, minSize=(side, side)
-    )
-    boxes = np.asarray(hits, dtype=np.float32).reshape(-1, 4) / scale
-    boxes[:, 2:] += boxes[:, :2]
-    return boxes
+        frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    side = max(1, int(min(frame.shape[:2]) * MIN_FACE_FRACTION))
+    return detect(name, frame, side) / np.float32(scale)
 
 
 def _consistent(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -81,13 +88,13 @@ def centre_boxes(n: int, height: int, width: int) -> np.ndarray:
     return _square_boxes(centres, np.full(n, min(height, width), dtype=np.float64), height, width)
 
 
-def _largest_faces(frames: np.ndarray, detect_frames: int) -> tuple[np.ndarray, np.ndarray]:
+def _largest_faces(frames: np.ndarray, detect_frames: int, detector: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Largest face on up to ``detect_frames`` evenly spaced frames -> (frame indices (K,), boxes (K, 4))."""
     n = len(frames)
     probe = np.unique(np.linspace(0, n - 1, min(n, detect_frames)).round().astype(np.int64))
     at, largest = [], []
     for i in probe:
-        boxes = detect_faces(frames[i])
+        boxes = detect_faces(frames[i], detector)
         if len(boxes):
             at.append(i)
             largest.append(boxes[np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))])
@@ -95,19 +102,20 @@ def _largest_faces(frames: np.ndarray, detect_frames: int) -> tuple[np.ndarray, 
 
 
 def track_face(
-    frames: np.ndarray, detect_frames: int = 8, margin: float = 0.1, smooth_window: int = 5
+    frames: np.ndarray, detect_frames: int = 8, margin: float = 0.1, smooth_window: int = 5,
+    detector: str | None = None,
 ) -> FaceTrack:
     """One square face box per frame of ``frames`` (N, H, W, 3) uint8 RGB.
 
     The detector runs on ``detect_frames`` evenly spaced frames (faces in an utterance move little);
     the largest face of each is kept, detections disagreeing with the median face are dropped, the
     rest are interpolated over all frames, smoothed with a moving median and grown by ``margin`` of
-    the face size on every side (20 % in all by default: Haar boxes are tight around brows and mouth,
-    while face encoders were trained on crops that include the chin and forehead).
-    Without any face: centred squares and ``found=False``.
+    the face size on every side (20 % in all by default: the boxes are tight around brows and mouth,
+    while face encoders were trained on crops that include the chin and forehead). ``detector`` is passed
+    to detect_faces. Without any face: centred squares and ``found=False``.
     """
     n, height, width = frames.shape[:3]
-    at, boxes = _largest_faces(frames, detect_frames)
+    at, boxes = _largest_faces(frames, detect_frames, detector)
     if not len(at):
         return FaceTrack(centre_boxes(n, height, width), found=False)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
