@@ -8,12 +8,17 @@ MER2023 uses a valence of -10 as "no valence" (MER-SEMI has none, nor have some 
 into ``None`` so that it can never leak into a valence MSE, and the npz writer turns ``None`` back into -10.
 
 Subtitles (``name,sentence``; MER2024: ``name,sentence_en``) are shared by MERR and MER, so they live here.
+
+Text files are read as UTF-8 (a byte-order mark is skipped). A file that is not UTF-8 is read as GB18030, the
+encoding of MER's Chinese subtitles and the superset of GBK/GB2312, with a warning naming the file; one that
+is neither is refused, with the command that converts it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,7 +28,10 @@ from pathlib import Path
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_write_text
 
+log = logging.getLogger(__name__)
+
 PathLike = str | os.PathLike
+FALLBACK_ENCODING = "gb18030"  # MER2023/2024's Chinese subtitles
 MISSING_VALENCE = -10.0
 SUBTITLE_COLUMNS = ("sentence", "sentence_en")
 
@@ -46,19 +54,44 @@ def _existing(path: PathLike, what: str) -> Path:
     return path
 
 
+def read_text(path: PathLike, what: str) -> str:
+    """The text of an existing file: UTF-8 (BOM skipped), else GB18030 with a warning, else a UserError."""
+    path = _existing(path, what)
+    data = path.read_bytes()
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: holds NUL bytes (a binary or UTF-16 file): save the {what} file as UTF-8 "
+                        f"text, or point the {what} path at the right file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        utf8_error = err
+    try:
+        text = data.decode(FALLBACK_ENCODING)
+    except UnicodeDecodeError:
+        line = data[: utf8_error.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[utf8_error.start]:02x}) nor {FALLBACK_ENCODING.upper()}; "
+            f"convert the {what} file to UTF-8, e.g. iconv -f CP1252 -t UTF-8 {path.name} > utf8_{path.name}"
+        ) from None
+    log.warning("%s is not UTF-8: read as %s", path, FALLBACK_ENCODING.upper())
+    return text
+
+
 def _text_lines(path: PathLike, what: str) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, stripped line) for the non-blank lines of a text file."""
-    text = _existing(path, what).read_text(encoding="utf-8-sig")
+    text = read_text(path, what)
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             yield number, line.strip()
 
 
-def _csv_rows(path: PathLike, what: str, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+def _csv_rows(path: PathLike, what: str, required: Sequence[str],
+              text: str | None = None) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) of a CSV file after checking its header has the ``required`` columns."""
-    path = _existing(path, what)
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+    path = Path(path)
+    reader = csv.reader(io.StringIO(read_text(path, what) if text is None else text, newline=""))
+    try:
         header = [c.strip() for c in next(reader, [])]  # stripped: tolerate "name, label"
         missing = [c for c in required if c not in header]
         if missing:
@@ -75,6 +108,8 @@ def _csv_rows(path: PathLike, what: str, required: Sequence[str]) -> Iterator[tu
                     f"got {len(fields)}; fix that line (quote fields that contain commas)"
                 )
             yield reader.line_num, {k: v.strip() for k, v in zip(header, fields, strict=True)}
+    except csv.Error as err:
+        raise UserError(f"{path}:{reader.line_num}: not a valid CSV line ({err}); fix that line") from None
 
 
 def _label(raw: str, labels: Sequence[str], where: str) -> str:
@@ -115,17 +150,21 @@ def _fmt(value: float | None) -> str:
 
 def read_subtitles(path: PathLike, column: str | None = None) -> dict[str, str]:
     """Read ``name,sentence`` (MER2024: ``name,sentence_en``); a missing subtitle becomes ``""``."""
-    column = column or _subtitle_column(path)
+    text = read_text(path, "subtitle")
+    column = column or _subtitle_column(text)
     subtitles = {}
-    for _, row in _csv_rows(path, "subtitle", ("name", column)):
+    for _, row in _csv_rows(path, "subtitle", ("name", column), text=text):
         text = row[column]
         subtitles[row["name"]] = "" if text.lower() == "nan" else text
     return subtitles
 
 
-def _subtitle_column(path: PathLike) -> str:
-    with _existing(path, "subtitle").open(newline="", encoding="utf-8-sig") as f:
-        header = [c.strip() for c in next(csv.reader(f), [])]
+def _subtitle_column(text: str) -> str:
+    first = text.partition("\n")[0]
+    try:
+        header = [c.strip() for c in next(csv.reader([first]), [])]
+    except csv.Error:
+        header = []  # reported with its line by _csv_rows
     return next((c for c in SUBTITLE_COLUMNS if c in header), SUBTITLE_COLUMNS[0])
 
 

@@ -1,14 +1,44 @@
-"""DFEW annotation files: the official split csvs (labels 1..7) and the frame-list txts (labels 0..6)."""
+"""DFEW annotation files: the official split csvs (labels 1..7) and the frame-list txts (labels 0..6).
+
+DFEW's clips are named by five-digit numbers (``00001.mp4`` ... ``16372.mp4``, frame folders alike); a split
+file that went through a spreadsheet says ``1`` (or ``1.0``) for ``00001``. The readers keep names as written;
+:func:`match_padding` renames a sample to the padding of its name that the videos or features use.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from emotion_llama.datasets.common import PathLike, Sample, _csv_rows, _number, _text_lines, _write_csv
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_write_text
 from emotion_llama.labels import DFEW_LABELS
+
+DFEW_NAME_DIGITS = 5
+_NUMERIC_NAME = re.compile(r"^(\d+)(?:\.0+)?$")
+
+
+def name_variants(name: str) -> list[str]:
+    """``name`` and, for a number, the other ways it is written: ``1`` -> ``1``, ``00001``; ``00001`` -> ``00001``,
+    ``1``; ``1.0`` -> ``1.0``, ``00001``, ``1`` (DFEW's five-digit form first)."""
+    match = _NUMERIC_NAME.match(name.strip())
+    if not match:
+        return [name]
+    number = str(int(match.group(1)))
+    return list(dict.fromkeys([name, number.zfill(DFEW_NAME_DIGITS), number]))
+
+
+def match_padding(samples: Iterable[Sample], known: Callable[[str], bool]) -> list[Sample]:
+    """``samples`` with each numeric name replaced by its first variant (see :func:`name_variants`) that
+    ``known`` accepts (a clip with that name has features or a video); names nothing matches stay as written."""
+    out = []
+    for s in samples:
+        match = next((v for v in name_variants(s.name) if known(v)), s.name)
+        out.append(s if match == s.name else replace(s, name=match))
+    return out
 
 
 def _dfew_index(raw: str, where: str, base: int) -> str:

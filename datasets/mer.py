@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,18 +36,26 @@ def read_mer2023_npz(path: PathLike, corpus: str = "test3") -> list[Sample]:
     return [_mer2023_sample(path, key, name, entry) for name, entry in entries.items()]
 
 
+# What numpy raises on a truncated or corrupt .npz (a zip of .npy files) or a member that is no array.
+_NPZ_ERRORS = (ValueError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def _npz_dict(path: Path, key: str) -> dict:
     broken = UserError(f"{path}: not a label-6way.npz of pickled dicts; re-download label-6way.npz")
     try:
         npz = np.load(path, allow_pickle=True)
-    except (ValueError, OSError, pickle.UnpicklingError, EOFError):
+    except _NPZ_ERRORS:
         raise broken from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise broken
     with npz:
         if key not in npz.files:
             raise UserError(f"{path}: no corpus {key!r} (found {', '.join(npz.files)}); pick one of those")
-        array = npz[key]
+        try:
+            array = npz[key]
+        except _NPZ_ERRORS as err:
+            raise UserError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); re-download "
+                            "label-6way.npz") from None
     if array.shape != () or not isinstance(array.item(), dict):
         raise broken
     return array.item()

@@ -14,6 +14,7 @@ from emotion_llama.datasets.common import (
     _number,
     _text_lines,
     _valence,
+    read_text,
 )
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_write_text
@@ -47,7 +48,7 @@ def read_merr_json(path: PathLike) -> dict[str, dict]:
     """Read a MERR json keyed by clip name (coarse: ``caption``; fine: ``smp_reason_caption``)."""
     path = _existing(path, "MERR json")
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(read_text(path, "MERR json"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix or re-download the file") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):

@@ -2,9 +2,11 @@
 
 Arguments are Hydra ``key=value`` overrides of one top-level config in ``conf/`` (plus, for the tools that
 take them, positional arguments such as videos); ``-h``/``--help`` prints the usage text written in that
-config's ``hydra.help.template``. Whatever the user got wrong is one ``error: ...`` line on stderr and exit
-code 2 (a usage mistake, a bad or unknown override, a missing required key, a :class:`UserError`); Ctrl-C is
-one line and exit code 130. Output: the project's ``INFO`` records and every ``WARNING`` through one
+config's ``hydra.help.template``. The composed config's settings are checked at once (types, ranges, choices,
+devices, output folders: :mod:`emotion_llama.settings`), before anything slow loads. Whatever the user got
+wrong is one ``error: ...`` line on stderr and exit code 2 (a usage mistake, a bad or unknown override, a
+missing required key, a bad setting, a :class:`UserError`); Ctrl-C is one line and exit code 130, also when a
+library (Lightning) catches the interrupt and exits on its own. Output: the project's ``INFO`` records and every ``WARNING`` through one
 one-line-per-event handler on stderr; results go to stdout.
 
 This module imports no torch: ``--help`` and usage errors answer at once.
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -73,29 +77,83 @@ def run(config_name: str, main_fn: MainFn, argv: Sequence[str] | None = None, po
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or _prog_name()
+    watch = _InterruptWatch()
     try:
-        if "-h" in argv or "--help" in argv:
-            print(help_text(config_name))
-            return 0
-        call = parse_argv(argv, prog, positional)
-        setup_output()
-        with _hydra():
-            cfg = compose(config_name, call.overrides, literal=("paths.", *literal), prog=prog)
-            if isinstance(cfg.get("device"), str) and cfg.device != "auto":
-                check_device(cfg.device)  # a device this machine lacks: one line before anything slow loads
-            return int(main_fn(cfg, call) or 0)
+        with watch:
+            if "-h" in argv or "--help" in argv:
+                print(help_text(config_name))
+                return 0
+            call = parse_argv(argv, prog, positional)
+            setup_output()
+            with _hydra():
+                cfg = compose(config_name, call.overrides, literal=("paths.", *literal), prog=prog)
+                check_settings(config_name, cfg)  # types, ranges, choices, devices: before anything slow loads
+                return int(main_fn(cfg, call) or 0)
     except UserError as err:
         _fail(err)
     except _config_errors() as err:
         _fail(_config_message(err, prog))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        _interrupted()
+    except SystemExit:
+        # Lightning answers a Ctrl-C inside fit/predict with its own exit(1): still an interrupt.
+        if watch.seen:
+            _interrupted()
+        raise
+
+
+class _InterruptWatch:
+    """While a command runs, SIGINT raises KeyboardInterrupt and is remembered (a library that catches the
+    KeyboardInterrupt and exits on its own is then still reported as interrupted); the handler the process
+    had before is restored afterwards (Lightning leaves SIGINT ignored after an interrupt)."""
+
+    def __init__(self):
+        self.seen = False
+        self._installed = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:  # None: a handler installed outside Python, which cannot be put back
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self._previous is None else self._previous)
+
+
+def _interrupted() -> None:
+    print("interrupted", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+def check_settings(config_name: str, cfg: DictConfig) -> None:
+    """The settings of ``conf/<config_name>.yaml`` as composed (see :mod:`emotion_llama.settings`)."""
+    from emotion_llama.settings import RULES, validate
+
+    validate(config_name, cfg)
+    if "device" not in RULES.get(config_name, {}) and isinstance(cfg.get("device"), str) and cfg.device != "auto":
+        check_device(cfg.device)
 
 
 def _fail(err: object) -> None:
-    print(f"error: {one_line(str(err))}", file=sys.stderr, flush=True)
+    print(f"error: {one_line(_user_message(str(err)))}", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_USAGE) from None
+
+
+def _user_message(text: str) -> str:
+    """A user error raised in a DataLoader worker comes back with the worker's traceback in its message:
+    only its last line (``SomeError: what and how``) is the message."""
+    if "Traceback (most recent call last)" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    name, sep, rest = last.partition(": ")
+    return rest if sep and name.replace(".", "").replace("_", "").isalnum() else last
 
 
 def one_line(text: str) -> str:

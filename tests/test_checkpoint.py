@@ -158,6 +158,25 @@ def test_checkpoints_with_base_llm_safetensors_still_load(tokenizer, llm_dir, tm
         torch.testing.assert_close(loaded.eval().llm(input_ids=ids).logits, trained.llm(input_ids=ids).logits)
 
 
+def test_only_an_llm_folder_may_stand_in_for_the_saved_tokenizer(tokenizer, llm_dir, tmp_path):
+    """With an LLM folder (real presets, imported official checkpoints) a checkpoint without tokenizer/ takes
+    that folder's tokenizer and gives the same ids; a random-LLM (tiny) one is refused: a tokenizer rebuilt
+    from text would number the tokens differently."""
+    trained, _ = trained_checkpoint(config("llm_folder", llm_dir), tokenizer, tmp_path / "real")
+    shutil.rmtree(tmp_path / "real" / "tokenizer")
+    loaded, _, tok = load_checkpoint(tmp_path / "real", shapes=SHAPES)
+    text = "the person smiles"
+    assert tok(text)["input_ids"] == tokenizer(text)["input_ids"]
+    ids = random_ids(trained)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval().llm(input_ids=ids).logits, trained.llm(input_ids=ids).logits)
+
+    trained_checkpoint(config("tiny", llm_dir), tokenizer, tmp_path / "tiny")
+    shutil.rmtree(tmp_path / "tiny" / "tokenizer")
+    with pytest.raises(CheckpointError, match=r"tiny/tokenizer not found"):
+        load_checkpoint(tmp_path / "tiny", shapes=SHAPES)
+
+
 def test_fusion_model_round_trips(tokenizer, llm_dir, tmp_path):
     cfg = config("tiny", llm_dir)
     trained, _ = trained_checkpoint(cfg, tokenizer, tmp_path / "ckpt")

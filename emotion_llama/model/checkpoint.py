@@ -24,7 +24,10 @@ then LoRA is applied and the adapter loaded. Checkpoints written before ``base_l
 ``base_llm.safetensors`` (the peft-wrapped state dict) and still load.
 
 Loading reports missing and unexpected keys and fails on missing ones: silently dropping LoRA weights
-(as a strict=False load does when peft renames keys) must never go unnoticed.
+(as a strict=False load does when peft renames keys) must never go unnoticed. Before anything is built,
+:func:`check_layout` refuses a folder lacking a file the config needs (a missing ``base_llm/`` would
+otherwise give a random LLM, a missing ``tokenizer/`` a rebuilt tokenizer) or holding a truncated one,
+naming the file.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -52,6 +58,7 @@ log = logging.getLogger(__name__)
 
 BASE_LLM_DIR = "base_llm"
 LEGACY_BASE_LLM = "base_llm.safetensors"  # the peft-wrapped state dict older checkpoints hold
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 # Module names peft inserts between a base module and its weights, and the parts that belong to the adapter.
 _PEFT_WRAPPERS = ("base_layer", "original_module")
 _ADAPTER_PARTS = ("modules_to_save",)
@@ -139,13 +146,106 @@ def save_base_llm(llm: PeftModel, out: Path, state: dict[str, torch.Tensor] | No
 
 
 def read_config(ckpt_dir: str | Path, overrides: dict | None = None) -> ModelConfig:
+    """The checkpoint's ``config.yaml`` as a ModelConfig (``overrides`` replacing some of its values); a
+    missing, unreadable or unknown-keyed file is a CheckpointError naming it."""
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / "config.yaml"
+    if ckpt_dir.exists() and not ckpt_dir.is_dir():
+        raise CheckpointError(f"{ckpt_dir} is a file, not a checkpoint folder: pass checkpoint=DIR of a training run")
     if not path.is_file():
         raise CheckpointError(f"{ckpt_dir} is not a checkpoint folder (no config.yaml): pass checkpoint=DIR of a training run")
-    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (yaml.YAMLError, UnicodeDecodeError, OmegaConfBaseException, ValueError) as err:
+        raise CheckpointError(f"{path} is not readable YAML ({_first_line(err)}): restore it from the training "
+                              "run (its run_dir/config.yaml holds the same model section)") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds no model config mapping: restore it from the training run")
     data.update(overrides or {})
-    return ModelConfig.from_dict(data)
+    try:
+        return ModelConfig.from_dict(data)
+    except (UserError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {_first_line(err)}; restore the file the checkpoint was saved with") from None
+
+
+def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
+    """Refuse, naming the first missing or unreadable file, a checkpoint folder that lacks a part ``cfg``
+    needs: the model would otherwise be built with a random LLM or a rebuilt tokenizer and load "fine".
+
+    Every checkpoint needs ``projectors.safetensors`` and (unless it is a legacy tiny one) the adapter; a
+    random-LLM config (the tiny preset) needs its saved base LLM (``base_llm/`` or the legacy
+    ``base_llm.safetensors``) and its ``tokenizer/`` (a new one would number the tokens differently); with
+    an LLM folder the tokenizer may come from that folder. Safetensors headers are read (cheap) so that a
+    truncated file is named here rather than failing deep inside a loader.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    incomplete = "the checkpoint folder is incomplete: copy the whole folder again or re-export it"
+    random_llm = cfg.llm_path is None
+    base_dir, legacy = ckpt_dir / BASE_LLM_DIR, ckpt_dir / LEGACY_BASE_LLM
+    needed = [ckpt_dir / "projectors.safetensors"]
+    if random_llm and not base_dir.is_dir() and not legacy.is_file():
+        if cfg.weights_required:
+            cfg.check_llm_weights()  # a real preset without its LLM folder: name paths.llm
+        raise CheckpointError(f"{base_dir} not found (nor the older {LEGACY_BASE_LLM}): the model's base LLM is "
+                              f"saved there; {incomplete}")
+    if random_llm and base_dir.is_dir():
+        config = base_dir / "config.json"
+        if not config.is_file():
+            raise CheckpointError(f"{config} not found: {incomplete}")
+        _check_json(config, incomplete)
+        weights = sorted(base_dir.glob("*.safetensors"))
+        if not weights:
+            raise CheckpointError(f"{base_dir} holds no *.safetensors weights: {incomplete}")
+        needed += weights
+    if random_llm and not base_dir.is_dir():
+        needed.append(legacy)
+    else:
+        adapter_config = ckpt_dir / "adapter" / "adapter_config.json"
+        if not adapter_config.is_file():
+            raise CheckpointError(f"{adapter_config} not found: {incomplete}")
+        _check_json(adapter_config, incomplete)
+        needed.append(ckpt_dir / "adapter" / "adapter_model.safetensors")
+    tok_dir = ckpt_dir / "tokenizer"
+    if random_llm and not tok_dir.is_dir():
+        raise CheckpointError(f"{tok_dir} not found: the model's token ids are defined there and a new tokenizer "
+                              f"would number them differently; {incomplete}")
+    if tok_dir.is_dir():
+        files = [tok_dir / n for n in TOKENIZER_FILES if (tok_dir / n).is_file()]
+        if not files:
+            raise CheckpointError(f"{tok_dir} holds none of {', '.join(TOKENIZER_FILES)}: {incomplete}")
+        for path in files:
+            if path.suffix == ".json":
+                _check_json(path, incomplete)
+    for path in needed:
+        if not path.is_file():
+            raise CheckpointError(f"{path} not found: {incomplete}")
+        read_safetensors(path, header_only=True)
+
+
+def read_safetensors(path: Path, header_only: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of ``path`` (with ``header_only``, just check that its header describes the whole file);
+    a corrupt or truncated file is a CheckpointError naming it."""
+    try:
+        if header_only:
+            with safe_open(str(path), "pt") as f:
+                f.keys()
+            return {}
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is corrupt or truncated ({_first_line(err)}): copy the checkpoint folder "
+                              "again or re-export it") from None
+
+
+def _check_json(path: Path, fix: str) -> None:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is corrupt or truncated (not JSON: {_first_line(err)}): {fix}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def load_checkpoint(
@@ -163,9 +263,14 @@ def load_checkpoint(
     """
     ckpt_dir = Path(ckpt_dir)
     cfg = read_config(ckpt_dir, overrides)
+    check_layout(ckpt_dir, cfg)
     tok_dir = ckpt_dir / "tokenizer"
     if tok_dir.is_dir():
-        tokenizer = add_placeholders(AutoTokenizer.from_pretrained(str(tok_dir)))
+        try:
+            tokenizer = add_placeholders(AutoTokenizer.from_pretrained(str(tok_dir)))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{tok_dir} is not a readable tokenizer ({_first_line(err)}): copy the checkpoint "
+                                  "folder again or re-export it") from None
     else:
         # Imported official checkpoints carry no tokenizer unless the LLaMA folder was given: use paths.llm's.
         cfg.check_llm_weights()
@@ -191,14 +296,14 @@ def load_weights(model: EmotionLLaMA, ckpt_dir: str | Path) -> None:
         load_base_llm(model, base_dir)
         load_adapter(model, ckpt_dir / "adapter" / "adapter_model.safetensors")
     elif legacy.is_file():
-        result = model.llm.load_state_dict(load_file(legacy), strict=False)
+        result = model.llm.load_state_dict(read_safetensors(legacy), strict=False)
         LoadReport(list(result.missing_keys), list(result.unexpected_keys)).raise_if_missing(legacy)
     else:
         load_adapter(model, ckpt_dir / "adapter" / "adapter_model.safetensors")
     proj = ckpt_dir / "projectors.safetensors"
     if not proj.is_file():
         raise CheckpointError(f"{proj} not found: the checkpoint folder is incomplete")
-    result = model.projectors.load_state_dict(load_file(proj), strict=False)
+    result = model.projectors.load_state_dict(read_safetensors(proj), strict=False)
     LoadReport(list(result.missing_keys), list(result.unexpected_keys)).raise_if_missing(proj)
 
 
@@ -210,7 +315,7 @@ def load_base_llm(model: EmotionLLaMA, base_dir: Path) -> LoadReport:
         raise CheckpointError(f"{base_dir} holds no *.safetensors weights: the checkpoint folder is incomplete")
     saved: dict[str, torch.Tensor] = {}
     for path in files:
-        saved.update(load_file(path))
+        saved.update(read_safetensors(path))
     want = base_llm_state(model.llm)
     by_storage: dict[int, list[str]] = {}  # tied weights (one storage, several names) are saved once
     for key, tensor in want.items():
@@ -232,7 +337,7 @@ def load_base_llm(model: EmotionLLaMA, base_dir: Path) -> LoadReport:
 def load_adapter(model: EmotionLLaMA, path: Path) -> LoadReport:
     if not path.is_file():
         raise CheckpointError(f"{path} not found: the checkpoint folder is incomplete")
-    state = load_file(path)
+    state = read_safetensors(path)
     # Checked before loading: peft fails with a bare KeyError on a missing modules_to_save weight.
     LoadReport(missing=sorted(set(get_peft_model_state_dict(model.llm)) - set(state))).raise_if_missing(path)
     result = set_peft_model_state_dict(model.llm, state)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
@@ -157,8 +159,12 @@ def read_official(path: Path) -> tuple[dict[str, Tensor], int | None, dict | Non
     epoch and its ``config`` (None when absent)."""
     if not path.is_file():
         raise UserError(f"{path} not found: pass the downloaded Emotion_LLaMA.pth")
+    check_torch_file(path, "the downloaded Emotion_LLaMA.pth")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, OSError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path} is corrupt or truncated ({type(err).__name__}: {_first_line(err)}): download "
+                        "Emotion_LLaMA.pth again") from None
     except (pickle.UnpicklingError, RuntimeError) as err:
         raise UserError(
             f"{path} is not a plain tensor checkpoint ({(str(err).splitlines() or [type(err).__name__])[0]}): if you trust it, "
@@ -171,6 +177,25 @@ def read_official(path: Path) -> tuple[dict[str, Tensor], int | None, dict | Non
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise UserError(f"{path} holds no state dict of tensors: pass the official Emotion_LLaMA.pth")
     return state, epoch if isinstance(epoch, int) else None, config if isinstance(config, dict) else None
+
+
+def check_torch_file(path: Path, what: str) -> None:
+    """Refuse, naming it, a file that cannot be a whole ``torch.save`` checkpoint: the zip archive torch writes
+    (its directory is at the end, so a truncated one has none) or the older pickle format."""
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if len(head) == 2 and head[0] == 0x80:  # a pickle protocol marker: the pre-1.6 format
+        return
+    size = path.stat().st_size
+    raise UserError(f"{path} is corrupt or truncated ({size} bytes, not a torch checkpoint archive): pass {what} "
+                    "(download it again if it was cut short)")
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def checkpoint_lora(cfg: ModelConfig, file_config: dict | None, report: ImportReport) -> ModelConfig:
@@ -332,7 +357,13 @@ def check_eva(path: Path, cfg: ModelConfig, shapes: EncoderShapes) -> None:
     """Fail now, not at the first inference, when the EVA file does not load into the configured EVA."""
     from emotion_llama.encoders.eva import EvaEncoder
 
-    eva = EvaEncoder.from_pretrained(path, config=encoder_config(cfg, "eva"))
+    if path.is_file() and path.suffix != ".safetensors":
+        check_torch_file(path, "the EVA ViT-g weights (paths.eva=FILE)")
+    try:
+        eva = EvaEncoder.from_pretrained(path, config=encoder_config(cfg, "eva"))
+    except (EOFError, OSError, RuntimeError, SafetensorError) as err:
+        raise UserError(f"{path} does not load as EVA ViT-g weights ({type(err).__name__}: {_first_line(err)}): "
+                        "set paths.eva to the eva_vit_g.pth file (download it again if it was cut short)") from None
     if (eva.num_features, eva.num_patches) != (shapes.dims["eva"], shapes.eva_patches):
         raise UserError(
             f"{path} gives {eva.num_patches} EVA tokens of width {eva.num_features}, but the projectors expect "

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
 
 from emotion_llama.datasets.instruction import EpochSampler, MERRDataset, collate
+from emotion_llama.errors import UserError
 from emotion_llama.model.fusion import EmotionLLaMA
 
 
@@ -82,7 +83,9 @@ class EmotionLLaMAModule(L.LightningModule):
             trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
             missing = trainable - set(checkpoint["state_dict"])
             if missing:
-                raise RuntimeError(f"checkpoint lacks {len(missing)} trainable weights, e.g. {sorted(missing)[0]}")
+                raise UserError(f"the checkpoint resumed from lacks {len(missing)} trainable weights of this model "
+                                f"(e.g. {sorted(missing)[0]}): it was made with another model config; set "
+                                "resume=false to start afresh, or choose another run_dir")
         rng = checkpoint.get("rng")
         if rng:
             torch.set_rng_state(rng["torch"])
