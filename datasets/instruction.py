@@ -12,7 +12,12 @@ import torch
 from torch.utils.data import Dataset
 
 from emotion_llama.datasets.common import read_subtitles
-from emotion_llama.datasets.features import FeatureStore, MissingFeaturesError, drop_modalities
+from emotion_llama.datasets.features import (
+    FeatureStore,
+    MissingFeaturesError,
+    drop_modalities,
+    stack_features,
+)
 from emotion_llama.datasets.merr import read_merr_json, read_merr_txt
 from emotion_llama.labels import MERR_LABELS
 from emotion_llama.model.prompts import PromptParts, emotion_instruction, pick_instruction
@@ -192,7 +197,7 @@ def collate(items: Sequence[dict], pad_id: int) -> dict:
     ids, mask = pad_batch([it["input_ids"] for it in items], pad_id, "right")
     labels, _ = pad_batch([it["labels"] for it in items], IGNORE_INDEX, "right")
     prompt_ids, prompt_mask = pad_batch([it["prompt_ids"] for it in items], pad_id, "left")
-    feats = {m: torch.stack([it["features"][m] for it in items]) for m in items[0]["features"]}
+    feats = stack_features([it["features"] for it in items])
     return {
         "names": [it["name"] for it in items],
         "tasks": [it["task"] for it in items],

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import torch
 import torchaudio
@@ -220,3 +221,16 @@ def load_clip(path: str | os.PathLike, num_frames: int = 16, sample_rate: int = 
         audio_found=source is not None,
         audio_source=source,
     )
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """One still image as (H, W, 3) uint8 RGB (the first frame of an animated file)."""
+    path = _check_file(path, IMAGE_EXTENSIONS)
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # 8-bit BGR; grey and alpha images are converted
+    if image is None:
+        raise MediaError(path, "not a readable image (corrupt or truncated?)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

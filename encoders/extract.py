@@ -9,17 +9,26 @@ last faces (the expression's apex), or ``first``, the video's first decoded fram
 the original release trains and evaluates on. The manifest's ``peak_frame`` is the apex either way.
 
 A clip counts as done only when its manifest line says ``ok`` with the same encoder fingerprint and
-all its files exist; every file is written atomically, so an interrupted run leaves no half files.
+all its files exist; every file is written atomically, so an interrupted run leaves no half files. One
+extraction at a time writes to an output folder (a lock file in it; a second one is refused), and the
+decoding workers end with the process that started them. A sidecar ``NAME.wav`` beside ``NAME.mp4`` is that
+clip's audio, not a clip.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+import signal
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import lightning as L
@@ -30,7 +39,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from emotion_llama.datasets.faces import crop_faces, select_peak_frame, track_face
 from emotion_llama.datasets.features import FEATURE_DIRS, MODALITIES
-from emotion_llama.datasets.media import VIDEO_EXTENSIONS, load_clip, read_frames
+from emotion_llama.datasets.media import (
+    IMAGE_EXTENSIONS,
+    SIDECAR_SUFFIX,
+    VIDEO_EXTENSIONS,
+    load_clip,
+    read_frames,
+    read_image,
+)
 from emotion_llama.datasets.noise import Corruption
 from emotion_llama.encoders.build import build_encoders
 from emotion_llama.errors import MediaError, UserError
@@ -40,6 +56,7 @@ from emotion_llama.model.config import EVA_FRAMES, ModelConfig
 log = logging.getLogger(__name__)
 
 EXTRACT_VERSION = 1
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 NUM_FRAMES = 16
 FACE_CROP = 224  # crops are stored at this size and resized by the MAE preprocessing
 
@@ -54,6 +71,9 @@ class ManifestEntry:
     peak_frame: int | None = None
     n_frames: int | None = None
     fingerprint: str | None = None
+    # The modalities written for a clip that lacks some (an image: eva, and mae when a face was found);
+    # None: all four (every video).
+    present: list[str] | None = None
 
 
 @dataclass
@@ -79,6 +99,10 @@ def fingerprint(
     }
     if cfg.eva_frame != "peak":  # only then, so that caches made before the option existed stay valid
         key["eva_frame"] = cfg.eva_frame
+    from emotion_llama.datasets import faces
+
+    if faces.DEFAULT_FACE_DETECTOR != "haar":  # the detector of the face crops; Haar before it was a choice
+        key["face_detector"] = faces.DEFAULT_FACE_DETECTOR
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -96,12 +120,15 @@ class Manifest:
         entries: dict[str, ManifestEntry] = {}
         if not self.path.is_file():
             return entries
-        for line in self.path.read_text().splitlines():
+        known = {f.name for f in fields(ManifestEntry)}
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 data = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by an interrupted run; that clip is simply redone
-            entries[data["name"]] = ManifestEntry(**data)
+            if not isinstance(data, dict) or not isinstance(data.get("name"), str) or "status" not in data:
+                continue  # not a line of ours: its clip (if any) is redone
+            entries[data["name"]] = ManifestEntry(**{k: v for k, v in data.items() if k in known})
         return entries
 
     def append(self, entry: ManifestEntry) -> None:
@@ -159,6 +186,49 @@ def decode_clip(
     }
 
 
+def decode_image(path: str | Path, corruption: Corruption | None = None) -> dict:
+    """What the encoders need from one still image: EVA sees it whole, the face MAE the largest face when
+    one is found; there is no motion and no audio (their features are absent, not zero)."""
+    path = Path(path)
+    try:
+        image = read_image(path)
+    except MediaError as err:
+        return {"name": path.stem, "error": err.reason}
+    frames = image[None]  # (1, H, W, 3)
+    if corruption is not None and corruption.active:
+        frames, _ = corruption.apply(path.stem, frames, np.zeros(0, dtype=np.float32))
+    track = track_face(frames)
+    return {
+        "name": path.stem,
+        "image": True,
+        "frames": frames,
+        "faces": crop_faces(frames, track, FACE_CROP),
+        "peak": 0,
+        "eva_image": frames[0],
+        "peak_frame": 0,
+        "face_box": track.boxes[0].tolist(),
+        "face_found": track.found,
+        "audio": np.zeros(0, dtype=np.float32),
+        "audio_found": False,
+        "n_frames": 1,
+    }
+
+
+def decode_input(path: str | Path, num_frames: int = NUM_FRAMES, corruption: Corruption | None = None,
+                 eva_frame: str = "peak") -> dict:
+    """:func:`decode_image` for an image file, else :func:`decode_clip`."""
+    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+        return decode_image(path, corruption)
+    return decode_clip(path, num_frames, corruption, eva_frame)
+
+
+def clip_modalities(clip: dict) -> tuple[str, ...]:
+    """The modalities a decoded input has: all four for a video; EVA (and MAE with a face) for an image."""
+    if not clip.get("image"):
+        return MODALITIES
+    return ("eva", "mae") if clip["face_found"] else ("eva",)
+
+
 class VideoFolder(Dataset):
     def __init__(self, paths: Sequence[Path], num_frames: int = NUM_FRAMES, corruption: Corruption | None = None,
                  eva_frame: str = "peak"):
@@ -169,7 +239,7 @@ class VideoFolder(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        return decode_clip(self.paths[index], self.num_frames, self.corruption, self.eva_frame)
+        return decode_input(self.paths[index], self.num_frames, self.corruption, self.eva_frame)
 
 
 class FeatureEncoders(nn.Module):
@@ -181,22 +251,42 @@ class FeatureEncoders(nn.Module):
 
     @torch.no_grad()
     def forward(self, clips: Sequence[dict]) -> list[dict[str, np.ndarray]]:
+        """Per-clip arrays of the modalities each clip has (:func:`clip_modalities`); every encoder runs once
+        per batch on the clips that need it."""
         enc = self.encoders
         device = next(self.parameters()).device
-        faces = torch.stack([enc["mae"].preprocess(c["faces"]) for c in clips]).to(device)  # (B, N, 3, s, s)
-        video = torch.stack([enc["videomae"].preprocess(c["frames"]) for c in clips]).to(device)  # (B, 16, 3, s, s)
-        images = torch.cat([enc["eva"].preprocess(_eva_image(c)[None]) for c in clips]).to(device)
-        out = {
-            "mae": enc["mae"](faces).pooled,
-            "videomae": enc["videomae"](video).pooled,
-            "eva": enc["eva"](images).tokens,  # (B, 1+P, D) after ln_vision
-            "hubert": self._audio(clips, device),
-        }
-        arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
+        wanted = [clip_modalities(c) for c in clips]
+        arrays: dict[str, dict[int, np.ndarray]] = {}
+
+        def run(modality: str, encode) -> None:
+            rows = [i for i, w in enumerate(wanted) if modality in w]
+            if rows:
+                out = encode([clips[i] for i in rows]).float().cpu().numpy()
+                arrays[modality] = dict(zip(rows, out, strict=True))
+
+        run("mae", lambda cs: self._faces(cs, device))
+        run("videomae", lambda cs: enc["videomae"](
+            torch.stack([enc["videomae"].preprocess(c["frames"]) for c in cs]).to(device)).pooled)
+        run("eva", lambda cs: enc["eva"](  # (B, 1+P, D) after ln_vision
+            torch.cat([enc["eva"].preprocess(_eva_image(c)[None]) for c in cs]).to(device)).tokens)
+        run("hubert", lambda cs: self._audio(cs, device))
         return [
-            {m: arrays[m][i].astype(np.float16 if m == "eva" else np.float32) for m in MODALITIES}
+            {m: arrays[m][i].astype(np.float16 if m == "eva" else np.float32) for m in wanted[i]}
             for i in range(len(clips))
         ]
+
+    def _faces(self, clips: Sequence[dict], device: torch.device) -> torch.Tensor:
+        """Pooled face MAE features; an image's single crop is padded (and masked) to the videos' count."""
+        mae = self.encoders["mae"]
+        crops = [mae.preprocess(c["faces"]) for c in clips]  # (N_i, 3, S, S)
+        width = max(len(c) for c in crops)
+        if all(len(c) == width for c in crops):
+            return mae(torch.stack(crops).to(device)).pooled
+        batch = torch.zeros(len(crops), width, *crops[0].shape[1:])
+        mask = torch.zeros(len(crops), width, dtype=torch.bool)
+        for row, c in enumerate(crops):
+            batch[row, : len(c)], mask[row, : len(c)] = c, True
+        return mae(batch.to(device), mask.to(device)).pooled
 
     def _audio(self, clips: Sequence[dict], device: torch.device) -> torch.Tensor:
         hubert = self.encoders["hubert"]
@@ -239,9 +329,11 @@ class ExtractionModule(L.LightningModule):
         for clip, feats in zip(good, features, strict=True):
             for modality, array in feats.items():
                 atomic_save_npy(self.output_dir / self.dirs[modality] / f"{clip['name']}.npy", array)
+            present = clip_modalities(clip)
             entries.append(ManifestEntry(
                 clip["name"], "ok", face_found=bool(clip["face_found"]), audio_found=bool(clip["audio_found"]),
                 peak_frame=clip["peak_frame"], n_frames=clip["n_frames"], fingerprint=self.fp,
+                present=None if present == MODALITIES else list(present),
             ))
         for entry in entries:
             self.manifest.append(entry)
@@ -249,17 +341,69 @@ class ExtractionModule(L.LightningModule):
 
 
 def list_inputs(input_dir: Path) -> list[Path]:
+    """The clips of ``input_dir``: its files, less hidden ones and the sidecar audio of a video beside it
+    (``NAME.wav`` next to ``NAME.mp4`` is that clip's audio, read with it, not a clip of its own)."""
     if not input_dir.is_dir():
         raise UserError(f"{input_dir} is not a folder: set input_dir to the folder holding your videos")
-    return sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    videos = {p.stem for p in files if p.suffix.lower() in VIDEO_EXTENSIONS}
+    return [p for p in files if not (p.suffix.lower() == SIDECAR_SUFFIX and p.stem in videos)]
+
+
+LOCK_FILE = ".extract.lock"
+
+
+@contextmanager
+def output_lock(output_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``output_dir`` (``flock`` on its lock file) for one extraction; a second
+    extraction into the same folder is refused instead of interleaving its writes. The ranks a multi-GPU
+    run starts share their launcher's lock (they write disjoint shards)."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        yield
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LOCK_FILE
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another extraction is writing to {output_dir} (it holds {path}): wait for it to "
+                            "finish or choose another output_dir") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _locked_output(fn):
+    """Run ``fn(input_dir, output_dir, ...)`` holding :func:`output_lock` on ``output_dir``."""
+    @functools.wraps(fn)
+    def locked(input_dir, output_dir, *args, **kwargs):
+        with output_lock(Path(output_dir)):
+            return fn(input_dir, output_dir, *args, **kwargs)
+    return locked
+
+
+def end_with_parent(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: the decoding worker is killed when the process that started it dies
+    (Linux ``PR_SET_PDEATHSIG``), instead of decoding on for tens of seconds after a killed extraction."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("decoding worker %d: cannot ask to end with its parent (errno %d)", worker_id, ctypes.get_errno())
+    elif os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _is_done(entry: ManifestEntry | None, fp: str, output_dir: Path, dirs: Mapping[str, str]) -> bool:
     if entry is None or entry.status != "ok" or entry.fingerprint != fp:
         return False
-    return all((output_dir / dirs[m] / f"{entry.name}.npy").is_file() for m in MODALITIES)
+    present = MODALITIES if entry.present is None else entry.present
+    return all((output_dir / dirs[m] / f"{entry.name}.npy").is_file() for m in present)
 
 
+@_locked_output
 def extract_folder(
     input_dir: str | Path,
     output_dir: str | Path,
@@ -290,8 +434,9 @@ def extract_folder(
     for path in inputs[:limit]:
         if _is_done(done.get(path.stem), fp, output_dir, dirs):
             counts.skipped += 1
-        elif path.suffix.lower() not in VIDEO_EXTENSIONS:
-            reason = f"unsupported extension {path.suffix or '(none)'} (expected {', '.join(VIDEO_EXTENSIONS)})"
+        elif path.suffix.lower() not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
+            known = ", ".join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
+            reason = f"unsupported extension {path.suffix or '(none)'} (expected {known})"
             manifest.append(ManifestEntry(path.stem, "failed", reason=reason, fingerprint=fp))
             counts.failed += 1
         else:
@@ -300,7 +445,8 @@ def extract_folder(
         encoders = encoders or build_encoders(cfg, random_tiny_ok=True)
         module = ExtractionModule(FeatureEncoders(encoders), output_dir, dirs, fp)
         folder = VideoFolder(todo, corruption=corruption, eva_frame=cfg.eva_frame)
-        loader = DataLoader(folder, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+        loader = DataLoader(folder, batch_size=batch_size, num_workers=num_workers, collate_fn=list,
+                            worker_init_fn=end_with_parent if num_workers else None)
         trainer = L.Trainer(
             accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
             enable_model_summary=False, enable_progress_bar=progress,

@@ -24,3 +24,30 @@ def prepare_synthetic(cfg: DictConfig, clips_per_label: int = 40, seed: int = 0,
         cfg.data.videos_dir, cfg.data.features_dir, model_cfg, feature_dirs=cfg.data.feature_dirs,
         num_workers=workers, batch_size=8,
     )
+
+
+def prepare_synthetic_images(cfg: DictConfig, images_per_label: int = 40, seed: int = 0, workers: int = 2) -> None:
+    """Generate the synthetic image set, write its instruction data with the offline ``template`` generator
+    and extract its image features, each only when absent (every step resumes)."""
+    from pathlib import Path
+
+    from emotion_llama.cli import model_config
+    from emotion_llama.datasets.emoset import SPLITS, read_emoset
+    from emotion_llama.datasets.synthetic.images import generate_images
+    from emotion_llama.encoders.extract import extract_folder
+    from emotion_llama.instructions.generators import TemplateGenerator
+    from emotion_llama.instructions.pipeline import Options, make_instructions
+
+    root = Path(generate_images(cfg.data.root, images_per_label=images_per_label, seed=seed, workers=workers))
+    labels = list(cfg.data.labels)
+    out = Path(cfg.data.instructions_dir)
+    if not all((out / f"{k}.json").is_file() for k in ("conversation", "reasoning")):
+        records = read_emoset(root, "train", labels=labels)
+        make_instructions(records, out, kinds=["conversation", "reasoning"], generator=TemplateGenerator(),
+                          options=Options(labels=labels, image_root=root, progress=False))
+    model_cfg = model_config(cfg)
+    names = [Path(r.image).stem for split in SPLITS for r in read_emoset(root, split, labels=labels,
+                                                                           load_annotations=False)]
+    for label_dir in sorted(p for p in (root / "image").iterdir() if p.is_dir()):
+        extract_folder(label_dir, cfg.data.features_dir, model_cfg, feature_dirs=cfg.data.feature_dirs,
+                       num_workers=0, batch_size=16, names=names, progress=False)

@@ -47,8 +47,13 @@ def parse_emotion(text: str, labels: Sequence[str]) -> str | None:
     return mapped[-1] if mapped else None
 
 
-def parse_like_original(text: str, labels: Sequence[str]) -> str:
-    """The original protocol: the answer's last word, lower-cased, punctuation stripped; else "neutral"."""
+def parse_like_original(text: str, labels: Sequence[str], fallback: str | None = ORIGINAL_FALLBACK) -> str | None:
+    """The original protocol: the answer's last word, lower-cased, punctuation stripped; else ``fallback``
+    ("neutral"), which must be one of ``labels`` (EmoSet has no neutral: pass None to count such answers
+    as wrong instead)."""
+    lowered = [label.lower() for label in labels]
+    if fallback is not None and fallback not in lowered:
+        raise ValueError(f"the fallback label {fallback!r} is not in the label set {', '.join(labels)}")
     words = re.sub(r"<[^>]*>", " ", text).lower().split()  # special tokens such as </s> are not words
     last = re.sub(r"[^\w]", "", words[-1]) if words else ""
-    return last if last in [label.lower() for label in labels] else ORIGINAL_FALLBACK
+    return last if last in lowered else fallback

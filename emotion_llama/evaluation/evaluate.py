@@ -21,26 +21,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from emotion_llama.datasets.common import Sample, read_subtitles
-from emotion_llama.datasets.dfew import read_dfew_split, read_dfew_txt
-from emotion_llama.datasets.features import FeatureStore, LazyFeatures
+from emotion_llama.datasets.dfew import match_padding, read_dfew_split, read_dfew_txt
+from emotion_llama.datasets.emoset import read_emoset, read_image_folders
+from emotion_llama.datasets.features import FeatureStore, LazyFeatures, StaleFeaturesError, stack_features
 from emotion_llama.datasets.mer import read_mer2023_csv, read_mer2023_npz, read_mer2024_csv
 from emotion_llama.datasets.merr import read_merr_txt
 from emotion_llama.datasets.noise import Corruption
-from emotion_llama.encoders.extract import extract_folder
+from emotion_llama.encoders.extract import extract_folder, fingerprint
 from emotion_llama.errors import UserError
-from emotion_llama.evaluation.answers import parse_emotion, parse_like_original
+from emotion_llama.evaluation.answers import ORIGINAL_FALLBACK, parse_emotion, parse_like_original
 from emotion_llama.evaluation.metrics import (
     SUMMARY_KEYS,
     classification_report,
     mean_over_folds,
     plot_confusion,
 )
-from emotion_llama.fileio import atomic_path, atomic_write_text
+from emotion_llama.fileio import atomic_files
 from emotion_llama.inference.core import InferenceCore, weight_paths
 from emotion_llama.labels import MERR_LABELS
 
@@ -63,7 +63,13 @@ def load_subsets(data: DictConfig) -> dict[str, list[Sample]]:
         return {"test": read_mer2024_csv(data.label_file)}
     if kind == "merr":
         return {"test": read_merr_txt(data.test, labels=labels)}
-    raise UserError(f"unknown data.kind {kind!r}: expected dfew, mer2023, mer2024 or merr")
+    if kind == "emoset":  # images are named by their file stem, as feature extraction names them
+        records = read_emoset(data.root, data.splits.test, labels=labels, load_annotations=False)
+        return {"test": [Sample(Path(r.image).stem, r.label) for r in records]}
+    if kind == "image_folders":  # FI, Emotion6, WEBEmo: root[/split]/<class>/*.jpg
+        records = read_image_folders(data.root, labels=labels, split=data.get("split"))
+        return {"test": [Sample(Path(r.image).stem, r.label) for r in records]}
+    raise UserError(f"unknown data.kind {kind!r}: expected dfew, mer2023, mer2024, merr, emoset or image_folders")
 
 
 @dataclass
@@ -82,8 +88,9 @@ class Evaluator:
     task = "emotion"
 
     def __init__(self, core: InferenceCore, labels: Sequence[str], label_map: Mapping[str, str] | None = None,
-                 batch_size: int = 16, max_new_tokens: int = 16):
+                 batch_size: int = 16, max_new_tokens: int = 16, media: str = "video"):
         self.core = core
+        self.media = media  # video, or image (text alone) for the image prompt
         self.labels = list(labels)
         self.label_map = dict(label_map or {})
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
@@ -91,12 +98,12 @@ class Evaluator:
     @staticmethod
     def _inputs(names: Sequence[str], subtitles: Mapping[str, str], features: Mapping[str, dict]):
         clips = [features[n] for n in names]  # one read per clip: ``features`` may load lazily
-        feats = {m: torch.stack([c[m] for c in clips]) for m in clips[0]}
+        feats = stack_features(clips)
         return [subtitles.get(n, "") for n in names], feats
 
     def score(self, names, subtitles, features) -> list[ClipPrediction]:
         texts, feats = self._inputs(names, subtitles, features)
-        logp = self.core.score(texts, feats, self.labels)  # (B, K)
+        logp = self.core.score(texts, feats, self.labels, media=self.media)  # (B, K)
         out = []
         for name, row in zip(names, logp.tolist(), strict=True):
             best = max(range(len(row)), key=row.__getitem__)
@@ -105,8 +112,9 @@ class Evaluator:
 
     def generate(self, names, subtitles, features) -> list[ClipPrediction]:
         texts, feats = self._inputs(names, subtitles, features)
-        answers = self.core.generate(texts, feats, self.task, self.labels, self.max_new_tokens)
-        return [ClipPrediction(n, self._parse(t), answer=t, original=parse_like_original(t, self.labels))
+        answers = self.core.generate(texts, feats, self.task, self.labels, self.max_new_tokens, media=self.media)
+        fallback = ORIGINAL_FALLBACK if ORIGINAL_FALLBACK in self.labels else None
+        return [ClipPrediction(n, self._parse(t), answer=t, original=parse_like_original(t, self.labels, fallback))
                 for n, t in zip(names, answers, strict=True)]
 
     def _parse(self, text: str) -> str | None:
@@ -126,37 +134,101 @@ class Evaluator:
         return out
 
 
+def _corruption(cfg: DictConfig) -> Corruption | None:
+    """``eval.noise`` as a Corruption (None when unset or inactive)."""
+    noise = cfg.eval.get("noise")
+    corruption = Corruption(**OmegaConf.to_container(noise)) if noise else None
+    return corruption if corruption is not None and corruption.active else None
+
+
+def _drop(cfg: DictConfig) -> list[str]:
+    drop = cfg.eval.get("drop") or []
+    return [drop] if isinstance(drop, str) else list(drop)  # eval.drop=audio: one group, not five letters
+
+
+def noisy_features_dir(clean_dir: str | Path, corruption: Corruption) -> Path:
+    """Where a corrupted study's features go unless ``eval.features_dir`` says otherwise: a sibling of the
+    clean cache named after the corruption, so the clean cache is never written with noisy features."""
+    clean_dir = Path(clean_dir)
+    key = "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
+                   for k, v in corruption.key().items() if v is not None)
+    return clean_dir.with_name(f"{clean_dir.name}.noise_{key}")
+
+
+def features_dir(cfg: DictConfig) -> Path:
+    """The feature cache this evaluation reads: ``eval.features_dir``, else ``data.features_dir``, else (with
+    ``eval.noise``) the noisy sibling of ``data.features_dir``. A noisy study needs the videos and never
+    writes into the clean cache; both are refused here, before the model loads."""
+    corruption = _corruption(cfg)
+    chosen = cfg.eval.get("features_dir")
+    if corruption is None:
+        return Path(chosen or cfg.data.features_dir)
+    videos = cfg.data.get("videos_dir")
+    if not videos or not Path(videos).is_dir():
+        raise UserError(f"eval.noise needs the test videos (their features are recomputed from the corrupted "
+                        f"videos) but data.videos_dir={videos or 'null'} is not a folder: set data.videos_dir=DIR")
+    if chosen and Path(chosen).resolve() == Path(cfg.data.features_dir).resolve():
+        raise UserError(f"eval.features_dir={chosen} is the clean cache (data.features_dir): noisy features would "
+                        "replace the clean ones; leave eval.features_dir unset (a sibling folder named after the "
+                        "noise is used) or choose another folder")
+    return Path(chosen) if chosen else noisy_features_dir(cfg.data.features_dir, corruption)
+
+
 def _features(cfg: DictConfig, store: FeatureStore, names: list[str], model_cfg) -> tuple[dict, list[str]]:
-    """Cached features for ``names`` (extracting missing ones from the videos when possible)."""
-    corruption = Corruption(**OmegaConf.to_container(cfg.eval.noise)) if cfg.eval.get("noise") else None
+    """Cached features for ``names`` (extracting missing and stale ones from the videos when possible); a
+    clip whose cached features were made by another extraction and cannot be redone is refused."""
+    corruption = _corruption(cfg)
     missing = [n for n in names if not store.has(n)]
     videos = cfg.data.get("videos_dir")
-    if (missing or (corruption and corruption.active)) and videos and Path(videos).is_dir() and cfg.eval.extract_missing:
-        todo = names if corruption and corruption.active else missing
-        extract_folder(videos, store.root, model_cfg, feature_dirs=store.dirs, names=todo,
+    if missing and videos and Path(videos).is_dir() and cfg.eval.extract_missing:
+        extract_folder(videos, store.root, model_cfg, feature_dirs=store.dirs, names=missing,
                        corruption=corruption, progress=False, num_workers=cfg.eval.num_workers)
+        store.refresh()
     have, lack = store.split_available(names)
-    return LazyFeatures(store, have, list(cfg.eval.drop or [])), lack
+    stale = [n for n in lack if store.stale(n)]
+    if stale:
+        raise StaleFeaturesError(
+            f"{len(stale)} clips under {store.root} (e.g. {stale[0]}) were extracted with other encoders or another "
+            f"noise than this evaluation's (manifest.jsonl fingerprint {store.made_by(stale[0])}, expected "
+            f"{store.fingerprint}): set data.videos_dir with eval.extract_missing=true to recompute them, or "
+            "point eval.features_dir at features made for this checkpoint"
+        )
+    return LazyFeatures(store, have, _drop(cfg)), lack
+
+
+def _known_clip(cfg: DictConfig, cache: Path):
+    """Whether a clip name has cached features or a video (to match names across zero-padding)."""
+    store = FeatureStore(cache, cfg.data.feature_dirs)
+    videos = Path(cfg.data.videos_dir) if cfg.data.get("videos_dir") else None
+    stems = {p.stem for p in videos.iterdir()} if videos is not None and videos.is_dir() else set()
+    return lambda name: name in stems or any(store.path(m, name).is_file() for m in store.dirs)
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Run the evaluation described by ``cfg`` and write metrics.json, predictions.csv, confusion.png."""
-    core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device, layout=cfg.prompt_layout)
+    """Run the evaluation described by ``cfg`` and write metrics.json, predictions.csv, confusion.png (as one
+    unit: an interrupted run leaves the previous outputs, never a mix)."""
+    # The inputs first: a bad split file or setting is reported before the model loads.
+    cache = features_dir(cfg)
     subsets = load_subsets(cfg.data)
+    if cfg.data.kind == "dfew":  # a split file's "1" is clip 00001
+        subsets = {k: match_padding(v, _known_clip(cfg, cache)) for k, v in subsets.items()}
     labels = list(cfg.data.labels)
     names = sorted({s.name for samples in subsets.values() for s in samples})
-    subtitles = read_subtitles(cfg.data.subtitles) if cfg.data.get("subtitles") and "text" not in (cfg.eval.drop or []) else {}
-    features_dir = cfg.eval.get("features_dir") or cfg.data.features_dir
-    store = FeatureStore(features_dir, cfg.data.feature_dirs)
+    subtitles = read_subtitles(cfg.data.subtitles) if cfg.data.get("subtitles") and "text" not in _drop(cfg) else {}
+    core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device, layout=cfg.prompt_layout)
+    corruption = _corruption(cfg)
+    store = FeatureStore(cache, cfg.data.feature_dirs, fingerprint=fingerprint(core.config, corruption=corruption),
+                         verified_only=corruption is not None)
     features, missing = _features(cfg, store, names, core.config)
     if not features:
         raise UserError(
-            f"no test clip has features under {features_dir}: run tools/extract_features.py or set "
+            f"no test clip has features under {cache}: run tools/extract_features.py or set "
             "data.videos_dir with eval.extract_missing=true"
         )
     if missing:
         log.warning("%d of %d clips have no features and are reported as missing (e.g. %s)", len(missing), len(names), missing[0])
-    evaluator = Evaluator(core, labels, cfg.data.get("label_map"), cfg.eval.batch_size, cfg.eval.max_new_tokens)
+    evaluator = Evaluator(core, labels, cfg.data.get("label_map"), cfg.eval.batch_size, cfg.eval.max_new_tokens,
+                          media=cfg.data.get("media", "video"))
     preds = {p.name: p for p in evaluator.run([n for n in names if n in features], subtitles, features, cfg.protocol)}
     report = _report(subsets, preds, labels, cfg)
     report["missing"] = {"count": len(missing), "names": missing}
@@ -181,7 +253,7 @@ def _report(subsets, preds, labels, cfg) -> dict:
     per = {name: _subset_report(samples, preds, labels, cfg.protocol)
            for name, samples in subsets.items() if any(s.name in preds for s in samples)}
     report = {"data": cfg.data.kind, "protocol": cfg.protocol, "checkpoint": str(cfg.checkpoint),
-              "drop": list(cfg.eval.drop or []), "labels": labels, "subsets": per}
+              "drop": _drop(cfg), "labels": labels, "subsets": per}
     if len(per) > 1:
         report["mean"] = mean_over_folds(list(per.values()))
     first = next(iter(per.values()))
@@ -191,9 +263,13 @@ def _report(subsets, preds, labels, cfg) -> dict:
 
 
 def _write_outputs(run_dir: Path, subsets, preds, labels, report) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(report, indent=2))
-    with atomic_path(run_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
+    with atomic_files(run_dir) as out:  # the three files land together, or none of them
+        _write_into(out, subsets, preds, labels, report)
+
+
+def _write_into(run_dir: Path, subsets, preds, labels, report) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    with open(run_dir / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["subset", "name", "truth", "prediction", *[f"score_{label}" for label in labels], "answer"])
         for subset, samples in subsets.items():

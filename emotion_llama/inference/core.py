@@ -30,7 +30,7 @@ from emotion_llama.labels import MERR_LABELS
 from emotion_llama.model.checkpoint import load_checkpoint, read_config
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import EmotionLLaMA
-from emotion_llama.model.prompts import LAYOUTS, PromptParts, pick_instruction
+from emotion_llama.model.prompts import LAYOUTS, PromptParts, answer_text, canonical_instruction
 from emotion_llama.model.sequences import encode_answer, encode_prompt, pad_batch
 
 # Real-weight paths (the ``paths`` config group) and the model config keys they replace in a checkpoint.
@@ -123,19 +123,20 @@ class InferenceCore:
 
     # ------------------------------------------------------------------------------------------ prompts
 
-    def prompts(self, subtitles: Sequence[str], task: str, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompts(self, subtitles: Sequence[str], task: str, instruction: str,
+                media: str = "video") -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and attention mask, (B, L) each, on the core's device, in the core's layout."""
         n_video, n_feature = self.model.num_video_tokens, self.model.num_feature_tokens
-        seqs = [encode_prompt(self.tokenizer, PromptParts(s, task, instruction), n_video, n_feature, self.layout)
-                for s in subtitles]
+        seqs = [encode_prompt(self.tokenizer, PromptParts(s, task, instruction, media), n_video, n_feature,
+                              self.layout) for s in subtitles]
         ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id, "left")
         return ids.to(self.device), mask.to(self.device)
 
-    def candidates(self, labels: Sequence[str]) -> list[list[int]]:
-        """Each label's answer ids (label + EOS), exactly as training writes the answer."""
-        key = tuple(labels)
+    def candidates(self, labels: Sequence[str], media: str = "video") -> list[list[int]]:
+        """Each label's answer ids (the answer text + EOS), exactly as training writes the answer."""
+        key = (tuple(labels), media)
         if key not in self._candidates:
-            self._candidates[key] = [encode_answer(self.tokenizer, label) for label in labels]
+            self._candidates[key] = [encode_answer(self.tokenizer, answer_text(label, media)) for label in labels]
         return self._candidates[key]
 
     def _features(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -145,18 +146,19 @@ class InferenceCore:
 
     @torch.no_grad()
     def score(self, subtitles: Sequence[str], features: Mapping[str, torch.Tensor],
-              labels: Sequence[str] = MERR_LABELS) -> torch.Tensor:
-        """Log-likelihood of each label as the answer to the emotion prompt listing ``labels``: (B, K), fp32, CPU."""
-        ids, mask = self.prompts(subtitles, "emotion", pick_instruction("emotion", labels, None))
+              labels: Sequence[str] = MERR_LABELS, media: str = "video") -> torch.Tensor:
+        """Log-likelihood of each label as the answer to the emotion prompt listing ``labels``: (B, K), fp32, CPU.
+        ``media``: ``video`` (the release's prompt), ``image`` or ``text`` (EmoVIT's instruction and answer)."""
+        ids, mask = self.prompts(subtitles, "emotion", canonical_instruction("emotion", labels, media), media)
         with self.autocast():
-            logp = self.model.score_labels(ids, mask, self._features(features), self.candidates(labels))
+            logp = self.model.score_labels(ids, mask, self._features(features), self.candidates(labels, media))
         return logp.float().cpu()
 
     @torch.no_grad()
     def generate(self, subtitles: Sequence[str], features: Mapping[str, torch.Tensor], task: str = "emotion",
-                 labels: Sequence[str] = MERR_LABELS, max_new_tokens: int = 64) -> list[str]:
+                 labels: Sequence[str] = MERR_LABELS, max_new_tokens: int = 64, media: str = "video") -> list[str]:
         """Greedy answers to the task's canonical instruction (the emotion one lists ``labels``)."""
-        ids, mask = self.prompts(subtitles, task, pick_instruction(task, labels, None))
+        ids, mask = self.prompts(subtitles, task, canonical_instruction(task, labels, media), media)
         with self.autocast():
             new = self.model.generate(ids, mask, self._features(features), max_new_tokens=max_new_tokens,
                                       pad_token_id=self.tokenizer.pad_token_id,

@@ -1,4 +1,8 @@
-"""Inference on raw videos: decode, encode, score the emotion labels and, if asked, explain the emotion.
+"""Inference on raw videos and images: decode, encode, score the emotion labels and, if asked, explain.
+
+An image goes through the same model with EVA on the whole image, the face MAE on its largest face when one
+is found, and no motion or audio (absent in the presence mask); its prompt is the image prompt
+(:data:`~emotion_llama.model.prompts.IMAGE_TEMPLATE`, EmoVIT's instruction and answer format).
 
 A :class:`Predictor` loads the checkpoint and its encoders once, then handles any number of videos in
 batches. Closed-set scores are the model's label log-likelihoods (each label + EOS scored as the answer,
@@ -19,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from emotion_llama.datasets.media import VIDEO_EXTENSIONS
+from emotion_llama.datasets.features import stack_features
+from emotion_llama.datasets.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from emotion_llama.encoders.build import build_encoders
 from emotion_llama.encoders.extract import FeatureEncoders, VideoFolder
 from emotion_llama.errors import UserError
@@ -40,6 +45,7 @@ class Prediction:
     face_found: bool
     audio_found: bool
     face_box: list[int]  # x0, y0, x1, y1 in the peak frame; a centred square when no face was found
+    media: str = "video"  # video | image
     image: np.ndarray | None = field(default=None, repr=False)  # the peak frame, kept only for cards
 
     def to_dict(self) -> dict:
@@ -58,16 +64,18 @@ class Failure:
 
 
 def expand_inputs(args: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders replaced by the video files inside them, sorted by name."""
+    """Files as given; folders replaced by the video and image files inside them, sorted by name."""
     args, out = [Path(a) for a in args], []
+    known = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
     for arg in args:
         if arg.is_dir():
-            out += sorted(p for p in arg.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            out += sorted(p for p in arg.iterdir() if p.is_file() and p.suffix.lower() in known)
         else:
             out.append(arg)
     if not out:
         shown = " ".join(map(str, args))
-        raise UserError(f"no video files in {shown}: give videos ({', '.join(VIDEO_EXTENSIONS)}) or folders of them")
+        raise UserError(f"no video or image files in {shown}: give videos ({', '.join(VIDEO_EXTENSIONS)}), "
+                        f"images ({', '.join(IMAGE_EXTENSIONS)}) or folders of them")
     return out
 
 
@@ -177,23 +185,32 @@ class Predictor:
     def _features(self, clips: list[dict]) -> dict[str, torch.Tensor]:
         with self.core.autocast():
             per_clip = self.encoders(clips)  # also sets audio_found=False for tracks too short to use
-        return {m: torch.from_numpy(np.stack([f[m] for f in per_clip]).astype(np.float32)) for m in per_clip[0]}
+        return stack_features([{m: torch.from_numpy(a.astype(np.float32)) for m, a in f.items()} for f in per_clip])
 
     def _predict_clips(self, videos: list[str], clips: list[dict], texts: list[str], task: str) -> list[Prediction]:
-        feats = self._features(clips)
-        probs = self.core.score(texts, feats, self.labels).softmax(-1)  # (B, K)
-        reasons = (self.core.generate(texts, feats, "reason", self.labels, self.max_new_tokens) if task == "reason"
-                   else [None] * len(clips))
-        rows = zip(videos, clips, texts, probs, reasons, strict=True)
-        return [self._prediction(*row) for row in rows]
+        """Videos and images of a batch go through the model in one group per media (their prompts differ)."""
+        media = ["image" if c.get("image") else "video" for c in clips]
+        out: dict[int, Prediction] = {}
+        for kind in dict.fromkeys(media):
+            rows = [i for i, m in enumerate(media) if m == kind]
+            group = [clips[i] for i in rows]
+            group_texts = [texts[i] for i in rows]
+            feats = self._features(group)
+            probs = self.core.score(group_texts, feats, self.labels, media=kind).softmax(-1)  # (B, K)
+            reasons = (self.core.generate(group_texts, feats, "reason", self.labels, self.max_new_tokens, media=kind)
+                       if task == "reason" else [None] * len(group))
+            for j, i in enumerate(rows):
+                out[i] = self._prediction(videos[i], clips[i], texts[i], probs[j], reasons[j], kind)
+        return [out[i] for i in range(len(clips))]
 
     def _prediction(self, video: str, clip: dict, subtitle: str, probs: torch.Tensor,
-                    reasoning: str | None) -> Prediction:
+                    reasoning: str | None, media: str = "video") -> Prediction:
         scores = dict(zip(self.labels, probs.tolist(), strict=True))
         return Prediction(
             video=video, emotion=max(scores, key=scores.get), scores=scores, reasoning=reasoning,
             subtitle=subtitle, peak_frame=int(clip["peak_frame"]), face_found=bool(clip["face_found"]),
             audio_found=bool(clip["audio_found"]), face_box=[int(round(v)) for v in clip["face_box"]],
+            media=media,
         )
 
 

@@ -40,6 +40,16 @@ USER_TEMPLATE = (
 TRAIN_CHAT = "[INST] {} [/INST]"
 RELEASE_EVAL_CHAT = "<s>[INST] {} [/INST]"
 
+# Still images (and text alone, where every modality is absent): the same placeholders; the subtitle line only
+# when there is text. EmoVIT's categorical instruction and answer format are the emotion task's for images.
+IMAGE_TEMPLATE = "<image>{video}</image> <feature>{feature}</feature> {text}[{task}] {instruction} "
+MEDIA: tuple[str, ...] = ("video", "image", "text")
+EMOVIT_INSTRUCTION = (
+    "Please select the emotion closest to the image from the following options: {labels} (Do not provide "
+    "answers outside of the candidates options.) Please answer in the following format: Predict emotion:"
+)
+EMOVIT_ANSWER = "Predict emotion: {label}"
+
 RELEASE_MERR_ORDER: tuple[str, ...] = (
     "happy", "sad", "neutral", "angry", "worried", "surprise", "fear", "contempt", "doubt",
 )
@@ -63,6 +73,29 @@ def emotion_instruction(labels: Sequence[str] = MERR_LABELS) -> str:
     """The release's emotion instruction, listing the candidate labels of the target dataset (a set of MERR
     labels in the release's order, see :func:`release_label_order`)."""
     return instruction_pool("emotion", labels)[0]
+
+
+def emovit_instruction(labels: Sequence[str]) -> str:
+    """EmoVIT's categorical instruction, the labels in alphabetical order joined as "a, b and c" (for
+    EmoSet's eight labels, EmoVIT's text exactly)."""
+    ordered = sorted(labels)
+    joined = ordered[0] if len(ordered) == 1 else ", ".join(ordered[:-1]) + " and " + ordered[-1]
+    return EMOVIT_INSTRUCTION.format(labels=joined)
+
+
+def canonical_instruction(task: str, labels: Sequence[str], media: str = "video") -> str:
+    """The instruction evaluation and inference use: EmoVIT's for the emotion of an image (or text alone),
+    else the first of the task's pool."""
+    if media not in MEDIA:
+        raise ValueError(f"unknown media {media!r}; expected one of {', '.join(MEDIA)}")
+    if task == "emotion" and media != "video":
+        return emovit_instruction(labels)
+    return pick_instruction(task, labels, None)
+
+
+def answer_text(label: str, media: str = "video") -> str:
+    """How a label is written as the answer to the emotion instruction of ``media``."""
+    return label if media == "video" else EMOVIT_ANSWER.format(label=label)
 
 
 def clean_answer(text: str, max_words: int = ANSWER_MAX_WORDS) -> str:
@@ -120,14 +153,23 @@ class PromptParts:
     subtitle: str
     task: str
     instruction: str
+    media: str = "video"  # video | image | text (see MEDIA)
 
 
 def user_message(parts: PromptParts) -> str:
     """The release's example text, with one ``<VideoHere>`` and one ``<FeatureHere>``; the subtitle as given
-    (its own final "." stays: "you." gives "you..", as in the release)."""
-    return USER_TEMPLATE.format(
-        video=VIDEO_TOKEN, feature=FEATURE_TOKEN, subtitle=parts.subtitle, task=parts.task, instruction=parts.instruction
-    )
+    (its own final "." stays: "you." gives "you..", as in the release). Images and text alone use
+    :data:`IMAGE_TEMPLATE`, with the subtitle line only when there is one."""
+    if parts.media == "video":
+        return USER_TEMPLATE.format(
+            video=VIDEO_TOKEN, feature=FEATURE_TOKEN, subtitle=parts.subtitle, task=parts.task,
+            instruction=parts.instruction,
+        )
+    if parts.media not in MEDIA:
+        raise ValueError(f"unknown media {parts.media!r}; expected one of {', '.join(MEDIA)}")
+    text = f"The text says: {parts.subtitle}.  " if parts.subtitle else ""
+    return IMAGE_TEMPLATE.format(video=VIDEO_TOKEN, feature=FEATURE_TOKEN, text=text, task=parts.task,
+                                 instruction=parts.instruction)
 
 
 def format_chat(user: str, layout: str = "train") -> str:

@@ -5,27 +5,70 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import zipfile
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from emotion_llama.cli import model_config
+from emotion_llama.datasets.emoset import read_emoset
 from emotion_llama.datasets.features import FeatureStore
+from emotion_llama.datasets.image_instruction import (
+    INSTRUCTION_KINDS,
+    ImageInstructionDataset,
+    keep_images_with_features,
+    load_turns,
+)
 from emotion_llama.datasets.instruction import MERRDataset, keep_with_features, load_records
 from emotion_llama.errors import UserError
+from emotion_llama.fileio import atomic_write_text
 from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.checkpoint import load_checkpoint, read_config, save_checkpoint
 from emotion_llama.model.llm import enable_checkpointing
+from emotion_llama.model.prompts import answer_text
 from emotion_llama.model.sequences import encode_answer
 from emotion_llama.training.lightning import EmotionDataModule, EmotionLLaMAModule
 
 log = logging.getLogger(__name__)
 
+RUN_CONFIG = "config.yaml"  # the run's whole config, in run_dir
+
+
+def _media(cfg: DictConfig) -> str:
+    return cfg.data.get("media", "video")
+
+
+def _image_records(cfg: DictConfig, split: str):
+    """The labelled images of a split of an image data config (``data.media: image``), or None."""
+    name = (cfg.data.get("splits") or {}).get(split)
+    return read_emoset(cfg.data.root, name, labels=list(cfg.data.labels)) if name else None
+
+
+def _image_dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, model, train: bool):
+    records = _image_records(cfg, split)
+    if records is None:
+        return None
+    records = keep_images_with_features(records, store, cfg.data.on_missing_features)
+    if not records:
+        raise UserError(f"{cfg.data.root}: no image of the {split} split has features under {store.root}")
+    kinds = list(cfg.stage.get("instructions") or ["categorical"]) if train else ["categorical"]
+    turns = load_turns(records, list(cfg.data.labels), kinds, cfg.data.get("instructions_dir"))
+    return ImageInstructionDataset(
+        turns, records, store, tokenizer, model.num_video_tokens, model.num_feature_tokens,
+        labels=list(cfg.data.labels), max_length=cfg.data.max_length, train=train, seed=cfg.seed,
+        clean_answers=cfg.data.get("clean_answers", False),
+    )
+
 
 def _dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, model, train: bool) -> MERRDataset | None:
+    if _media(cfg) == "image":
+        return _image_dataset(cfg, split, store, tokenizer, model, train)
     path = cfg.data.get(split)
     if not path:
         return None
@@ -55,7 +98,12 @@ def _model_and_tokenizer(cfg: DictConfig):
         model, model_cfg, tokenizer = load_checkpoint(init_from, overrides)
         return model, model_cfg, tokenizer
     texts = []
-    if model_cfg.tokenizer_path is None and model_cfg.llm_path is None:
+    if model_cfg.tokenizer_path is None and model_cfg.llm_path is None and _media(cfg) == "image":
+        kinds = [k for k in INSTRUCTION_KINDS if k == "categorical" or cfg.data.get("instructions_dir")
+                 and Path(cfg.data.instructions_dir, f"{k}.json").is_file()]
+        turns = load_turns(_image_records(cfg, "train"), list(cfg.data.labels), kinds, cfg.data.get("instructions_dir"))
+        texts = [t for turn in turns for t in (turn.question, turn.answer)]
+    elif model_cfg.tokenizer_path is None and model_cfg.llm_path is None:
         records = load_records(cfg.data.train, cfg.data.subtitles, cfg.data.coarse_json, cfg.data.fine_json, cfg.data.labels)
         texts = [t for r in records for t in (r.subtitle, r.caption, r.reason)]
     tokenizer = build_tokenizer(model_cfg, texts)
@@ -64,6 +112,9 @@ def _model_and_tokenizer(cfg: DictConfig):
 
 def train(cfg: DictConfig) -> tuple[dict, dict]:
     """Fit one stage and export its trainable weights to ``{run_dir}/model``; returns (metrics, objects)."""
+    check_run_dir(cfg)  # before anything is built: a run folder of another model is refused at once
+    ckpt_path = resume_path(cfg)
+    record_run(cfg)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.data.get("generate"):
         # The data config names how its data is made when absent (data=synthetic: the synthetic set).
@@ -82,18 +133,23 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         model,
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        label_candidates=[encode_answer(tokenizer, label) for label in cfg.data.labels],
+        label_candidates=[encode_answer(tokenizer, answer_text(label, _media(cfg))) for label in cfg.data.labels],
         checkpoint_frozen=model_cfg.llm_path is None,
     )
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in cfg.get("logger", {}).values()]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     fitted = torch.compile(module) if cfg.get("compile") else module
-    last = Path(cfg.run_dir, "checkpoints", "last.ckpt")
-    ckpt_path = str(last) if cfg.resume and last.is_file() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(fitted, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(fitted, datamodule=datamodule, ckpt_path=ckpt_path)
+    except RuntimeError as err:
+        if ckpt_path and str(err).startswith("Error(s) in loading state_dict"):
+            raise UserError(f"{ckpt_path} does not fit this model ({str(err).splitlines()[-1].strip()}): it was made "
+                            "with another model config; set resume=false to start afresh, or choose another "
+                            "run_dir") from None
+        raise
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     export = Path(cfg.run_dir, "model")
     # Every rank takes part in the gather (a sharded strategy holds a part of each weight per rank); rank 0
@@ -102,11 +158,78 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     if trainer.is_global_zero:
         meta = {"stage": cfg.stage.name, "epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": metrics}
         save_checkpoint(model, model_cfg, tokenizer, export, meta=meta, state_dict=state)
-        Path(cfg.run_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))
-        OmegaConf.save(cfg, Path(cfg.run_dir, "config.yaml"))
+        atomic_write_text(Path(cfg.run_dir, "metrics.json"), json.dumps(metrics, indent=2))
+        atomic_write_text(Path(cfg.run_dir, RUN_CONFIG), OmegaConf.to_yaml(cfg))
     del state
     trainer.strategy.barrier("export")  # no rank returns (or reads the export) before it is complete
     return metrics, {"model": model, "tokenizer": tokenizer, "trainer": trainer, "export": export}
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """Refuse to continue, in ``run_dir``, a run made with another model config (its checkpoints would not
+    load, or its export would be silently replaced by another model's); ``resume=false`` starts afresh there."""
+    run_dir = Path(cfg.run_dir)
+    saved = run_dir / RUN_CONFIG
+    if cfg.resume and saved.is_file():
+        changed = _model_differences(_saved_model(saved), _model_section(cfg))
+        if changed:
+            shown = "; ".join(f"{k}: {a} there, {b} now" for k, (a, b) in list(changed.items())[:3])
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            raise UserError(f"{run_dir} holds a run of another model ({shown}{more}): set resume=false to start "
+                            "afresh in that folder, or choose another name=/run_dir= for this one")
+
+
+def record_run(cfg: DictConfig) -> None:
+    """This run's config in ``run_dir/config.yaml`` from its start, so that a rerun can be checked against it."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        atomic_write_text(Path(cfg.run_dir, RUN_CONFIG), OmegaConf.to_yaml(cfg))
+
+
+def _saved_model(path: Path) -> dict:
+    try:
+        saved = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"{path} is not readable YAML ({str(err).splitlines()[0]}): delete it (the folder's run "
+                        "is then continued as it is) or set resume=false") from None
+    if not isinstance(saved, DictConfig) or "model" not in saved:
+        raise UserError(f"{path} holds no model section: delete it or set resume=false")
+    return _model_section(saved)
+
+
+def _model_section(cfg: DictConfig) -> dict:
+    try:
+        return OmegaConf.to_container(cfg.model, resolve=True)
+    except OmegaConfBaseException:  # a saved file whose interpolations point outside it: compare as written
+        return OmegaConf.to_container(cfg.model, resolve=False)
+
+
+def _model_differences(before: dict, now: dict, prefix: str = "model") -> dict[str, tuple]:
+    out = {}
+    for key in sorted(set(before) | set(now), key=str):
+        a, b = before.get(key, "<unset>"), now.get(key, "<unset>")
+        name = f"{prefix}.{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_model_differences(a, b, name))
+        elif a != b:
+            out[name] = (a, b)
+    return out
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """``run_dir/checkpoints/last.ckpt`` when resuming and it is there (checked whole: a truncated file is
+    refused here, naming it, rather than failing inside Lightning)."""
+    last = Path(cfg.run_dir, "checkpoints", "last.ckpt")
+    if not (cfg.resume and last.is_file()):
+        return None
+    try:
+        with zipfile.ZipFile(last) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        broken = str(err) or type(err).__name__
+    if broken is not None:
+        raise UserError(f"{last} is corrupt or truncated ({broken}): delete it to start the run over (or set "
+                        "resume=false)")
+    return str(last)
 
 
 def gather_export_state(trainer: L.Trainer, module: EmotionLLaMAModule, with_frozen: bool) -> dict[str, torch.Tensor]:
