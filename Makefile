@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow test-all demo lint clean
+.PHONY: install test test-slow test-all demo app lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ test-all: install
 # Overrides go through ARGS, e.g. make demo ARGS='clips_per_label=8 train_overrides=["trainer.max_epochs=2"]'
 demo: install
 	$(BIN)/python tools/demo.py $(ARGS)
+
+# The web demo on http://127.0.0.1:7860 (the demo's tiny model once `make demo` has run), with the `app` extra
+# (Gradio); overrides through ARGS, e.g. make app ARGS='checkpoint=DIR paths.llm=/models/llama port=8080'.
+$(BIN)/.app-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[app]'
+	touch $@
+
+app: $(BIN)/.app-installed
+	$(BIN)/python tools/app.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check emotion_llama encoders datasets tools tests
