@@ -113,20 +113,22 @@ def test_arguments_overrides_and_literal_text(tmp_path, monkeypatch):
     assert call.named_paths(cfg) == {"llm": "/m/Llama (2)"}  # only the paths named on the command line
 
 
-def test_user_errors_and_interrupts(capsys):
+def test_user_errors_and_interrupts(capsys, tmp_path):
     def fails(cfg, call):
         raise UserError("the checkpoint is missing:\n  pass checkpoint=DIR")
 
     def interrupted(cfg, call):
         raise KeyboardInterrupt
 
-    assert one_line_error(capsys, lambda a: cli.run("eval", fails, a), []) == (
+    # An existing folder passes the settings check, so the command's own error is the one shown.
+    argv = [f"checkpoint={tmp_path}"]
+    assert one_line_error(capsys, lambda a: cli.run("eval", fails, a), argv) == (
         "error: the checkpoint is missing: pass checkpoint=DIR")
-    exits(130, cli.run, "eval", interrupted, [])
+    exits(130, cli.run, "eval", interrupted, argv)
     assert capsys.readouterr().err.strip() == "interrupted"
 
 
-def test_one_handler_prints_project_info_and_library_warnings_once(capsys):
+def test_one_handler_prints_project_info_and_library_warnings_once(capsys, tmp_path):
     import lightning as L
 
     def main(cfg, call):
@@ -135,7 +137,7 @@ def test_one_handler_prints_project_info_and_library_warnings_once(capsys):
         logging.getLogger("transformers.x").info("library chatter")
         L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)  # "GPU available ..." and a tip
 
-    cli.run("eval", main, [])
+    cli.run("eval", main, [f"checkpoint={tmp_path}"])
     assert capsys.readouterr().err.splitlines() == ["stage 1 done", "warning: lightning: a library warning"]
 
 
