@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 from pathlib import Path
@@ -109,3 +110,22 @@ def save_tiny_checkpoint(out: Path, lora_b_std: float | None = None) -> Path:
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=lora_b_std)
     return save_checkpoint(model, cfg, tokenizer, out)
+
+
+@pytest.fixture
+def restore_logging():
+    """The launcher installs its handler on the root logger; later tests get the logging they had."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Networks this small run faster on one thread than split over cores that other work keeps busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

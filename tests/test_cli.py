@@ -30,14 +30,7 @@ TOOLS = {
 OWN_ARGUMENTS = {"bench_faces.py"}
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The launcher installs its handler on the root logger; later tests get the logging they had."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def exits(code: int, fn, *args) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -55,14 +54,7 @@ CLIPS = [Sample(f"clip_{i:03d}", MERR_LABELS[i % 9], n_frames=20) for i in range
 RANDOM_ENCODERS = [f"model.encoder_paths.{m}=null" for m in ("eva", "mae", "videomae", "hubert")]
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The launcher installs its handler on the root logger; later tests get the logging they had."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import save_tiny_checkpoint
 from media_fixtures import draw_face, write_synthetic_videos
 
+from conftest import save_tiny_checkpoint
 from emotion_llama.datasets.features import FeatureStore, LazyFeatures
 from emotion_llama.encoders.build import build_encoders
 from emotion_llama.encoders.extract import extract_folder

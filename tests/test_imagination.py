@@ -51,13 +51,7 @@ def _clip_tokenizer(folder):
     return CLIPTokenizer.from_pretrained(str(folder), model_max_length=24)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Networks this small run faster on one thread than split over cores that other work keeps busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

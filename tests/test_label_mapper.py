@@ -25,13 +25,7 @@ WORDS = ("the speaker feels is he she very happy glad joy sad sadness angry ange
          "scared fear afraid surprised surprise disgusted disgust neutral a an of and , . !").split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Encoders this small run faster on one thread than split over cores that other work keeps busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

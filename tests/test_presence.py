@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from test_model import LABELS, SHAPES, batch, features, model, tiny_cfg, tokenizer  # noqa: F401
 
 from emotion_llama.model.fusion import MODALITIES, PRESENT, _positions
 from emotion_llama.model.sequences import pad_batch
-from test_model import LABELS, SHAPES, batch, features, model, tiny_cfg, tokenizer  # noqa: F401
 
 IMAGE = torch.tensor([True, True, False, False])  # EVA and a face, no motion, no audio
 TEXT_ONLY = torch.zeros(4, dtype=torch.bool)
@@ -16,13 +16,13 @@ def with_presence(feats, *rows):
     return {**feats, PRESENT: torch.stack(rows)}
 
 
-def reference_logits(model, ids, mask, feats):
+def reference_logits(fusion, ids, mask, feats):
     """Logits of the fusion computation written out without any presence handling: projected tokens
     scattered onto the placeholders, the LLM run on the result."""
-    is_mm = (ids == model.video_token_id) | (ids == model.feature_token_id)
-    embeds = model.llm.get_input_embeddings()(ids.masked_fill(is_mm, 0))
-    embeds = embeds.masked_scatter(is_mm.unsqueeze(-1), model.project(feats).to(embeds.dtype))
-    return model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask)).logits
+    is_mm = (ids == fusion.video_token_id) | (ids == fusion.feature_token_id)
+    embeds = fusion.llm.get_input_embeddings()(ids.masked_fill(is_mm, 0))
+    embeds = embeds.masked_scatter(is_mm.unsqueeze(-1), fusion.project(feats).to(embeds.dtype))
+    return fusion.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask)).logits
 
 
 @torch.no_grad()
