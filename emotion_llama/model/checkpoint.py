@@ -19,9 +19,11 @@ project)::
     base = AutoModelForCausalLM.from_pretrained(f"{ckpt}/base_llm")  # real presets: the paths.llm folder
     llm = PeftModel.from_pretrained(base, f"{ckpt}/adapter")
 
-:func:`load_checkpoint` takes the same path: the base LLM comes from ``base_llm/`` by ``from_pretrained``,
-then LoRA is applied and the adapter loaded. Checkpoints written before ``base_llm/`` existed hold a single
-``base_llm.safetensors`` (the peft-wrapped state dict) and still load.
+:func:`load_checkpoint` gets the same weights another way: a random-LLM preset is rebuilt from its
+``llm_arch`` (drawing the same random numbers as at training time, so that a run loading a checkpoint, e.g.
+stage 2, continues with the RNG state it always had), ``base_llm/`` is copied in, then the adapter is loaded;
+a real preset's LLM is read from its folder by ``from_pretrained``. Checkpoints written before ``base_llm/``
+existed hold a single ``base_llm.safetensors`` (the peft-wrapped state dict) and still load.
 
 Loading reports missing and unexpected keys and fails on missing ones: silently dropping LoRA weights
 (as a strict=False load does when peft renames keys) must never go unnoticed. Before anything is built,
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -275,17 +277,12 @@ def load_checkpoint(
         # Imported official checkpoints carry no tokenizer unless the LLaMA folder was given: use paths.llm's.
         cfg.check_llm_weights()
         tokenizer = build_tokenizer(cfg)
-    model = build_model(build_config(cfg, ckpt_dir), tokenizer, shapes, device=device)
+    # A random-LLM preset (tiny) is built from llm_arch exactly as when it was trained, and load_weights copies
+    # base_llm/ in. Reading base_llm/ with from_pretrained instead would draw no random numbers, so a run that
+    # loads a checkpoint (stage 2) would continue with another RNG state and other LoRA-dropout masks.
+    model = build_model(cfg, tokenizer, shapes, device=device)
     load_weights(model, ckpt_dir)
     return model.to(device), cfg, tokenizer  # a no-op unless something was left elsewhere
-
-
-def build_config(cfg: ModelConfig, ckpt_dir: str | Path) -> ModelConfig:
-    """The config to build the model of ``ckpt_dir`` with: a random-LLM config takes its saved ``base_llm/``."""
-    base_dir = Path(ckpt_dir) / BASE_LLM_DIR
-    if cfg.llm_path is None and base_dir.is_dir():
-        return replace(cfg, llm_path=str(base_dir))
-    return cfg
 
 
 def load_weights(model: EmotionLLaMA, ckpt_dir: str | Path) -> None:
