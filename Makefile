@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow test-all demo app lint clean
+.PHONY: install test test-slow test-all demo demo-text app lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-all: install
 # Overrides go through ARGS, e.g. make demo ARGS='clips_per_label=8 train_overrides=["trainer.max_epochs=2"]'
 demo: install
 	$(BIN)/python tools/demo.py $(ARGS)
+
+# Text-only emotion through imagination (WALL-E) on the synthetic MELD-layout set, CPU; e.g. ARGS='per_label=3'
+demo-text: install
+	$(BIN)/python tools/demo_text.py $(ARGS)
 
 # The web demo on http://127.0.0.1:7860 (the demo's tiny model once `make demo` has run), with the `app` extra
 # (Gradio); overrides through ARGS, e.g. make app ARGS='checkpoint=DIR paths.llm=/models/llama port=8080'.

@@ -3,6 +3,11 @@
 DFEW's clips are named by five-digit numbers (``00001.mp4`` ... ``16372.mp4``, frame folders alike); a split
 file that went through a spreadsheet says ``1`` (or ``1.0``) for ``00001``. The readers keep names as written;
 :func:`match_padding` renames a sample to the padding of its name that the videos or features use.
+
+The clips come in two layouts (``data.layout``, :func:`check_clip_folder`): ``original``, the videos of
+``Clip/original/`` (``00001.avi``, with their audio), and ``frames``, the aligned face frames of
+``Clip/clip_224x224/<id>/`` (``00001/00001.jpg ...``, no audio: their HuBERT features are absent). Either folder
+is ``data.videos_dir``; a clip's name is the video's stem or the frame folder's name.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from emotion_llama.fileio import atomic_write_text
 from emotion_llama.labels import DFEW_LABELS
 
 DFEW_NAME_DIGITS = 5
+DFEW_LAYOUTS = ("auto", "original", "frames")
+CLIP_FOLDERS = {"original": "Clip/original", "frames": "Clip/clip_224x224"}  # under the DFEW root
 _NUMERIC_NAME = re.compile(r"^(\d+)(?:\.0+)?$")
 
 
@@ -93,3 +100,40 @@ def write_dfew_txt(path: PathLike, samples: Iterable[Sample], frame_root: str = 
         for s in samples
     ]
     atomic_write_text(path, "".join(lines))
+
+
+def check_clip_folder(videos_dir: PathLike | None, layout: str = "auto") -> str | None:
+    """Which DFEW layout the clip folder ``videos_dir`` holds: ``original`` (videos) or ``frames`` (frame folders);
+    None when it is unset, not a folder, empty or holds both. ``layout`` ``original`` or ``frames`` must be what it
+    holds, and DFEW's own folders above the clips (the root, ``Clip/``) are refused naming the folder to use."""
+    from emotion_llama.datasets.media import VIDEO_EXTENSIONS
+
+    if layout not in DFEW_LAYOUTS:
+        raise UserError(f"data.layout={layout}: use one of {', '.join(DFEW_LAYOUTS)}")
+    if not videos_dir or not os.path.isdir(videos_dir):
+        return None
+    folder = str(videos_dir).rstrip("/")
+    entries = [e for e in os.scandir(folder) if not e.name.startswith(".")]
+    names = {e.name for e in entries if e.is_dir()}
+    above = "Clip/" if "Clip" in names else "" if {"original", "clip_224x224"} & names else None
+    if above is not None:
+        raise UserError(
+            f"data.videos_dir={folder} holds DFEW's clip folders, not clips: set data.videos_dir="
+            f"{folder}/{above}original (the videos) or {folder}/{above}clip_224x224 (the frame folders)"
+        )
+    video = next((e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in VIDEO_EXTENSIONS),
+                 None)
+    frames = next((e.name for e in entries if e.is_dir()), None)
+    wanted = {"original": (video, "videos", "frames", frames, "frame folders"),
+              "frames": (frames, "frame folders", "original", video, "videos")}
+    if layout in wanted:
+        have, what, other, other_example, other_what = wanted[layout]
+        if have is None:
+            held = f"{other_what} (e.g. {other_example})" if other_example else "no clips"
+            raise UserError(
+                f"data.layout={layout} but data.videos_dir={folder} holds {held}, no {what}: set data.layout={other} "
+                f"(or auto), or point data.videos_dir at DFEW's {CLIP_FOLDERS[layout]}"
+            )
+    if video and frames:
+        return None
+    return "original" if video else "frames" if frames else None

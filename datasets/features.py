@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from emotion_llama.errors import UserError
-from emotion_llama.model.fusion import PRESENT
+from emotion_llama.model.fusion import IMAGE, PRESENT
 
 FEATURE_DIRS: dict[str, str] = {
     "mae": "mae_340_UTT", "videomae": "maeV_399_UTT", "hubert": "HL-UTT", "eva": "eva_448",
@@ -36,8 +36,10 @@ MER2024_DIRS: dict[str, str] = {
     **FEATURE_DIRS, "mae": "mae_340_23_UTT", "videomae": "maeVideo_399_23_UTT", "hubert": "HL_23_UTT",
 }
 MODALITIES: tuple[str, ...] = ("eva", "mae", "videomae", "hubert")
-# Which cached features each evaluation "drop" study zeroes.
-DROP_GROUPS: dict[str, tuple[str, ...]] = {"visual": ("eva", "mae", "videomae"), "audio": ("hubert",), "text": ()}
+# Which cached features (and, for a backbone that reads them, pixel values) each evaluation "drop" study zeroes.
+DROP_GROUPS: dict[str, tuple[str, ...]] = {
+    "visual": ("eva", "mae", "videomae", IMAGE), "audio": ("hubert",), "text": (),
+}
 
 
 class MissingFeaturesError(UserError):
@@ -186,8 +188,9 @@ def _manifest_presence(path: Path) -> dict[str, tuple[str, ...]]:
 def stack_features(clips: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """One batch from per-clip features that may lack modalities: each modality some clip has is stacked
     (zeros for the clips without it, which the presence mask marks absent); the mask is added when a clip
-    lacks something."""
-    keys = [m for m in MODALITIES if any(m in c for c in clips)]
+    lacks something. A clip's pixel values (``image``, for a backbone that encodes images itself) are stacked
+    the same way; such a clip carries its own mask (the image is the ``eva`` column)."""
+    keys = [m for m in (*MODALITIES, IMAGE) if any(m in c for c in clips)]
     out = {}
     for m in keys:
         like = next(c[m] for c in clips if m in c)

@@ -92,7 +92,9 @@ def keep_images_with_features(records: Sequence[ImageRecord], store: FeatureStor
 
 class ImageInstructionDataset(Dataset):
     """Each item: one instruction turn on one image, its ids and answer-only labels, the image's canonical
-    categorical prompt and label index (for closed-set validation) and its cached features."""
+    categorical prompt and label index (for closed-set validation) and its features: ``store.load(name)`` of a
+    :class:`FeatureStore` (cached encoder features), or of an
+    :class:`~emotion_llama.datasets.pixels.ImagePixels` (pixel values, for a backbone that encodes images itself)."""
 
     def __init__(self, turns: Sequence[Turn], records: Sequence[ImageRecord], store: FeatureStore, tokenizer,
                  num_video_tokens: int, num_feature_tokens: int, labels: Sequence[str], max_length: int = 1024,

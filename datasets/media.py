@@ -1,4 +1,12 @@
-"""Decoding clips for the encoders: probing, frame sampling, frames and audio (decord), with clear errors."""
+"""Decoding clips for the encoders: probing, frame sampling, frames and audio (decord), with clear errors.
+
+A clip is a video file or a *frame folder*: a folder of images (``.jpg .jpeg .png .webp .bmp``) that are the
+clip's frames in name order, numbers compared as numbers (``1.jpg`` < ``2.jpg`` < ``10.jpg``; DFEW's
+``Clip/clip_224x224/00001/00001.jpg ...``). Its frames are sampled as a decoded video's are
+(:func:`videomae_indices` over the images), and its audio is ``<folder name>.wav`` beside the folder (the rule of
+a video's sidecar, ``NAME.wav`` beside ``NAME.mp4``); without one the clip has no audio. Files of other kinds in
+a frame folder are ignored.
+"""
 
 from __future__ import annotations
 
@@ -135,9 +143,13 @@ def _read_batch(reader: VideoReader, indices: np.ndarray, path: Path | str) -> n
 
 
 def read_frames(path_or_reader: str | os.PathLike | VideoReader, indices: np.ndarray) -> np.ndarray:
-    """Decode only the frames at ``indices`` -> (N, H, W, 3) uint8 RGB; long videos are never loaded whole."""
+    """Decode only the frames at ``indices`` -> (N, H, W, 3) uint8 RGB; long videos are never loaded whole.
+    A frame folder's frames are its images in name order (see :func:`frame_files`)."""
     if isinstance(path_or_reader, VideoReader):
         return _read_batch(path_or_reader, indices, "video")
+    if Path(path_or_reader).is_dir():
+        folder = Path(path_or_reader)
+        return _read_frame_files(folder, open_frame_folder(folder), indices)
     return _read_batch(open_video(path_or_reader), indices, Path(path_or_reader))
 
 
@@ -181,9 +193,15 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> tuple
 
     A video's own track wins ("video"), then ``NAME.wav`` beside ``NAME.mp4`` ("sidecar"); a clip with no
     audio anywhere gives an empty array and None, since many emotion datasets ship silent videos.
-    An audio file (.wav, .flac, .mp3) is read directly ("file").
+    An audio file (.wav, .flac, .mp3) is read directly ("file"); a frame folder has only its sidecar
+    (``NAME.wav`` beside the folder ``NAME``).
     """
     path = Path(path)
+    if path.is_dir():
+        sidecar = sidecar_audio(path)
+        if sidecar.is_file():
+            return _read_audio_file(_check_file(sidecar, AUDIO_EXTENSIONS), sample_rate), "sidecar"
+        return np.zeros(0, dtype=np.float32), None
     if path.suffix.lower() in AUDIO_EXTENSIONS:
         return _read_audio_file(_check_file(path, AUDIO_EXTENSIONS), sample_rate), "file"
     path = _check_file(path, VIDEO_EXTENSIONS)
@@ -204,8 +222,10 @@ def _read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
 
 
 def load_clip(path: str | os.PathLike, num_frames: int = 16, sample_rate: int = SAMPLE_RATE) -> Clip:
-    """``num_frames`` frames spread over the video (see ``videomae_indices``) and its audio."""
+    """``num_frames`` frames spread over the video or frame folder (see ``videomae_indices``) and its audio."""
     path = Path(path)
+    if path.is_dir():
+        return load_frame_folder(path, num_frames, sample_rate)
     reader = open_video(path)
     indices = videomae_indices(len(reader), num_frames)
     frames = _read_batch(reader, indices, path)
@@ -234,3 +254,93 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if image is None:
         raise MediaError(path, "not a readable image (corrupt or truncated?)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+# ---------------------------------------------------------------------------------------------- frame folders
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def clip_name(path: str | os.PathLike) -> str:
+    """The name a clip goes by (features, subtitles, manifests): a file's stem, a frame folder's whole name."""
+    path = Path(path)
+    return path.name if path.is_dir() else path.stem
+
+
+def frame_order(path: Path) -> list:
+    """Sort key of a frame file: its name with the numbers in it compared as numbers."""
+    return [(0, int(part), part) if part.isdigit() else (1, 0, part.lower()) for part in _DIGITS.split(path.name)]
+
+
+def frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The images of ``folder`` (hidden files left out) in frame order; other files are not frames."""
+    folder = Path(folder)
+    images = (p for p in folder.iterdir()
+              if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+    return sorted(images, key=frame_order)
+
+
+def sidecar_audio(path: str | os.PathLike) -> Path:
+    """Where a clip's sidecar audio would be: ``NAME.wav`` beside ``NAME.mp4``, ``NAME.wav`` beside folder ``NAME``."""
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR_SUFFIX) if path.is_dir() else path.with_suffix(SIDECAR_SUFFIX)
+
+
+def open_frame_folder(folder: str | os.PathLike) -> list[Path]:
+    """The frames of a frame folder, or MediaError (naming the folder) when it has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MediaError(folder, "folder not found")
+    frames = frame_files(folder)
+    if not frames:
+        inside = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        if not inside:
+            why = "empty folder: no frames in it"
+        elif any(p.is_dir() for p in inside):
+            why = ("holds folders, no frames: to read each of its folders as a clip, name this folder as the folder "
+                   "of clips (input_dir=, data.videos_dir=)")
+        else:
+            why = "no frames in this folder"
+        raise MediaError(folder, f"{why} (frames are images: {', '.join(IMAGE_EXTENSIONS)})")
+    return frames
+
+
+def _read_frame_files(folder: Path, frames: list[Path], indices: np.ndarray) -> np.ndarray:
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size and (indices.min() < 0 or indices.max() >= len(frames)):
+        raise IndexError(f"{folder}: frame indices must lie in [0, {len(frames)}), got {indices.tolist()}")
+    decoded: dict[int, np.ndarray] = {}
+    for i in dict.fromkeys(indices.tolist()):
+        try:
+            decoded[i] = read_image(frames[i])
+        except MediaError as err:
+            raise MediaError(folder, f"frame {frames[i].name}: {err.reason}") from None
+    first = next(iter(decoded))
+    for i, image in decoded.items():
+        if image.shape != decoded[first].shape:
+            (h0, w0), (h, w) = decoded[first].shape[:2], image.shape[:2]
+            raise MediaError(folder, f"frames differ in size: {frames[first].name} is {w0}x{h0}, {frames[i].name} "
+                                     f"is {w}x{h} (a frame folder holds the frames of one clip)")
+    return np.stack([decoded[i] for i in indices.tolist()]) if indices.size else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def load_frame_folder(folder: str | os.PathLike, num_frames: int = 16, sample_rate: int = SAMPLE_RATE) -> Clip:
+    """A frame folder as a :class:`Clip`: ``num_frames`` of its images chosen as from a video of that many frames
+    (:func:`videomae_indices`), and its sidecar audio (``NAME.wav`` beside the folder) if there is one.
+    An empty folder, an unreadable frame or frames of different sizes is a MediaError naming the folder."""
+    folder = Path(folder)
+    frames = open_frame_folder(folder)
+    indices = videomae_indices(len(frames), num_frames)
+    pixels = _read_frame_files(folder, frames, indices)
+    audio, source = load_audio(folder, sample_rate)
+    return Clip(
+        name=folder.name,
+        path=folder,
+        frames=pixels,
+        frame_indices=indices,
+        n_frames=len(frames),
+        fps=0.0,  # unknown: a folder of images records no frame rate
+        audio=audio,
+        audio_found=source is not None,
+        audio_source=source,
+    )

@@ -18,7 +18,7 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -107,10 +107,12 @@ def atomic_dir(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_files(folder: str | os.PathLike) -> Iterator[Path]:
+def atomic_files(folder: str | os.PathLike, remove: Iterable[str] = ()) -> Iterator[Path]:
     """Yield a temporary folder inside ``folder``; when the block succeeds, every file written into it
     moves into ``folder`` together (replacing files of the same name; the folder's other files stay), so
-    a set of outputs (metrics, predictions, figures) is never left half old, half new, or half written."""
+    a set of outputs (metrics, predictions, figures) is never left half old, half new, or half written.
+    ``remove``: names of files of the set that this run does not write (an earlier run's): deleted in the same
+    step, unless written into the temporary folder after all."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".outputs.", suffix=".tmp", dir=folder))
@@ -118,6 +120,11 @@ def atomic_files(folder: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _share(tmp, _umask())
         with signals_deferred():
+            written = {item.name for item in tmp.iterdir()}
+            for name in remove:
+                stale = folder / name
+                if name not in written and (stale.is_file() or stale.is_symlink()):
+                    stale.unlink()
             for item in sorted(tmp.iterdir()):
                 target = folder / item.name
                 if item.is_dir() and target.is_dir():

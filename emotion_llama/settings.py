@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from emotion_llama.errors import UserError
+from emotion_llama.labels import LABEL_SETS
 
 _UNSET = object()
 
@@ -284,10 +285,27 @@ def labels() -> Check:
     return check
 
 
+def label_set() -> Check:
+    """``labels`` of inference: null (the checkpoint's own), a label set's name, or a list of labels."""
+    def check(key: str, value: Any) -> Any:
+        if value is None:
+            return value
+        if isinstance(value, str):
+            if value not in LABEL_SETS:
+                raise _bad(key, value, f"use one of {', '.join(LABEL_SETS)} or a list such as {key}=[happy,sad]")
+            return value
+        return labels()(key, value)
+    return check
+
+
 # ---------------------------------------------------------------------------------------------- the tables
 
 TASK_WEIGHTS = ("emotion", "describe", "reason")
 DROP = ("visual", "audio", "text")
+# datasets.face_detectors.DETECTORS (not imported here: it loads torch).
+FACE_DETECTORS = ("mtcnn", "haar")
+DFEW_LAYOUTS = ("auto", "original", "frames")  # data.layout: which of DFEW's clip folders data.videos_dir is
+IMAGE_FOLDER = ("auto", "clip", "images")  # infer: how a folder of images named on the command line is read
 
 MODEL: dict[str, Check] = {
     "model.projector": choice("linear", "mlp2x_gelu"),
@@ -300,6 +318,12 @@ MODEL: dict[str, Check] = {
     "model.lora.alpha": number(0, above=True),
     "model.lora.dropout": number(0, 1, below=True),
     "model.llm_arch": mapping(lambda key, value: value),
+    # emotion_llama.model.config.BACKBONES (not imported here: it loads torch).
+    "model.backbone": choice("emotion_llama", "instructblip"),
+    "model.instructblip_arch": mapping(lambda key, value: value, keys=("vision_config", "qformer_config",
+                                                                       "num_query_tokens")),
+    "model.qformer_max_length": integer(1),
+    "model.train_llm": boolean(),
 }
 
 DATA_TRAIN: dict[str, Check] = {
@@ -354,6 +378,26 @@ RULES: dict[str, dict[str, Check]] = {
         "eval.extract_missing": boolean(),
         "eval.num_workers": integer(0),
         "eval.tag": text(nullable=False),
+        "face_detector": choice(*FACE_DETECTORS),
+        "data.layout": choice(*DFEW_LAYOUTS),
+        # Text-only dialogue sets through imagination (emotion_llama.evaluation.imagined).
+        "variant": choice("text", "imagined", "both"),
+        "mapper": choice("embedding", "parse", "score"),
+        "data.classes": choice(4, 6),
+        "data.limit": integer(1, nullable=True),
+        "paths.t2i": existing_dir("a diffusers text-to-image pipeline (paths.t2i=DIR)", nullable=True),
+        "paths.embedder": existing_dir("a sentence-embedding model (paths.embedder=DIR)", nullable=True),
+        "imagine.prompt_template": text(nullable=False),
+        "imagine.negative_prompt": text(),
+        "imagine.context_turns": integer(0),
+        "imagine.steps": integer(1),
+        "imagine.guidance": number(0),
+        "imagine.size": integer(8, note="a multiple of 8"),
+        "imagine.batch_size": integer(1),
+        "imagine.dtype": choice("auto", "float32", "float16", "bfloat16"),
+        "imagine.seed": integer(0),
+        "imagine.cache_dir": output_dir(),
+        "imagine.grid": integer(0),
     },
     "eval_reasoning": {
         "device": device(),
@@ -379,6 +423,7 @@ RULES: dict[str, dict[str, Check]] = {
         "devices": integer(1),
         "progress": boolean(),
         "feature_dirs": mapping(text(nullable=False), keys=("mae", "videomae", "hubert", "eva")),
+        "face_detector": choice(*FACE_DETECTORS),
     },
     "infer": {
         "device": device(),
@@ -392,6 +437,9 @@ RULES: dict[str, dict[str, Check]] = {
         "batch_size": integer(1),
         "max_new_tokens": integer(1),
         "num_workers": integer(0),
+        "face_detector": choice(*FACE_DETECTORS),
+        "image_folder": choice(*IMAGE_FOLDER),
+        "labels": label_set(),
     },
     "import_official": {
         **MODEL,
@@ -400,12 +448,30 @@ RULES: dict[str, dict[str, Check]] = {
     },
     "inspect_model": dict(MODEL),
     "demo": {"clips_per_label": integer(1), "seed": integer(0), "demo_dir": output_dir()},
+    "demo_text": {"per_label": integer(1), "seed": integer(0), "demo_dir": output_dir(),
+                  "images_per_label": integer(1), "variant": choice("text", "imagined", "both"),
+                  "mappers": subset("embedding", "parse", "score"), "size": integer(8), "steps": integer(1),
+                  "device": device(), "threads": integer(1, nullable=True),
+                  "checkpoint": existing_dir("a trained model (checkpoint=DIR)", nullable=True),
+                  "t2i": existing_dir("a diffusers text-to-image pipeline (t2i=DIR)", nullable=True),
+                  "embedder": existing_dir("a sentence-embedding model (embedder=DIR)", nullable=True)},
     "make_synthetic": {"clips_per_label": integer(1), "seed": integer(0), "workers": integer(1),
                        "out_dir": output_dir()},
     "bench": {"device": device(), "clips_per_label": integer(1), "batch": integer(1, nullable=True),
               "threads": integer(1, nullable=True), "workers": integer(0), "steps": integer(1),
               "warmup": integer(0), "min_time": number(0, above=True), "max_new_tokens": integer(1)},
+    "bench_faces": {"synthetic_dir": existing_dir("a synthetic set (synthetic_dir=DIR)", nullable=True),
+                    "detectors": subset(*FACE_DETECTORS, "dlib"), "search": lambda key, value: _folders(key, value),
+                    "repeats": integer(1), "json": output_path()},
 }
+
+
+def _folders(key: str, value: Any) -> Any:
+    """A list of folder paths (a bare path is the one-item list, null the empty one)."""
+    items = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple, ListConfig)) or not all(isinstance(v, str) and v for v in items):
+        raise _bad(key, value, f"use a list of folders, e.g. {key}=[/data/images]")
+    return list(items)
 
 
 def _betas(key: str, value: Any) -> Any:

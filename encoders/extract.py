@@ -1,18 +1,24 @@
-"""Feature extraction over a folder of videos: decode in DataLoader workers, encode in batches, write the
+"""Feature extraction over a folder of clips: decode in DataLoader workers, encode in batches, write the
 official per-clip ``.npy`` layout plus a ``manifest.jsonl``; safe to interrupt, rerun and resume.
 
-Per clip: 16 frames spread over the video are decoded once. The largest face is tracked over them and
-cropped (face MAE, mean over the crops), the 16 frames feed VideoMAE, and the audio (the video's track,
-else a sidecar ``.wav``) feeds HuBERT; a clip without audio gets a zero HuBERT vector. EVA sees one whole
+The clips of a folder are its video files, its images and its frame folders (subfolders of images, one clip
+each, named by the subfolder: DFEW's ``Clip/clip_224x224/<id>/``; see :mod:`emotion_llama.datasets.media`).
+
+Per clip: 16 frames spread over the video (or the frame folder's images) are decoded once. The largest face
+is tracked over them and cropped (face MAE, mean over the crops; faces found by ``face_detector``, mtcnn or
+haar), the 16 frames feed VideoMAE, and the audio (the video's track, else a sidecar ``.wav``) feeds HuBERT;
+a video without audio gets a zero HuBERT vector, while a frame folder without a sidecar has no HuBERT
+features at all (absent in the manifest's ``present``, as an image's motion and audio are). EVA sees one whole
 frame, chosen by ``model.eva_frame``: ``peak``, the frame whose face deviates most from the clip's first and
 last faces (the expression's apex), or ``first``, the video's first decoded frame (frame 0), which is what
 the original release trains and evaluates on. The manifest's ``peak_frame`` is the apex either way.
 
-A clip counts as done only when its manifest line says ``ok`` with the same encoder fingerprint and
-all its files exist; every file is written atomically, so an interrupted run leaves no half files. One
+A clip counts as done only when its manifest line says ``ok`` with the same fingerprint (encoders, face
+detector, sampling, noise), it came from the same kind of input (video, frame folder or image) and all its
+files exist; every file is written atomically, so an interrupted run leaves no half files. One
 extraction at a time writes to an output folder (a lock file in it; a second one is refused), and the
-decoding workers end with the process that started them. A sidecar ``NAME.wav`` beside ``NAME.mp4`` is that
-clip's audio, not a clip.
+decoding workers end with the process that started them. A sidecar ``NAME.wav`` beside ``NAME.mp4`` (or beside
+the frame folder ``NAME``) is that clip's audio, not a clip.
 """
 
 from __future__ import annotations
@@ -41,11 +47,12 @@ from emotion_llama.datasets.faces import crop_faces, select_peak_frame, track_fa
 from emotion_llama.datasets.features import FEATURE_DIRS, MODALITIES
 from emotion_llama.datasets.media import (
     IMAGE_EXTENSIONS,
-    SIDECAR_SUFFIX,
     VIDEO_EXTENSIONS,
+    clip_name,
     load_clip,
     read_frames,
     read_image,
+    sidecar_audio,
 )
 from emotion_llama.datasets.noise import Corruption
 from emotion_llama.encoders.build import build_encoders
@@ -74,6 +81,8 @@ class ManifestEntry:
     # The modalities written for a clip that lacks some (an image: eva, and mae when a face was found);
     # None: all four (every video).
     present: list[str] | None = None
+    face_detector: str | None = None  # the detector behind the face crops (also part of the fingerprint)
+    source: str | None = None  # "video" | "frames" (a frame folder) | "image"; None in manifests made before
 
 
 @dataclass
@@ -87,9 +96,11 @@ class ExtractCounts:
 
 
 def fingerprint(
-    cfg: ModelConfig, num_frames: int = NUM_FRAMES, seed: int = 0, corruption: Corruption | None = None
+    cfg: ModelConfig, num_frames: int = NUM_FRAMES, seed: int = 0, corruption: Corruption | None = None,
+    face_detector: str | None = None,
 ) -> str:
-    """Identifies the encoders' weights, the sampling and any corruption; other fingerprints are redone."""
+    """Identifies the encoders' weights, the face detector (None: the default), the sampling and any
+    corruption; clips made with another fingerprint are redone."""
     key = {
         "corruption": corruption.key() if corruption and corruption.active else None,
         "version": EXTRACT_VERSION, "size": cfg.encoder_size, "num_frames": num_frames,
@@ -101,8 +112,9 @@ def fingerprint(
         key["eva_frame"] = cfg.eva_frame
     from emotion_llama.datasets import faces
 
-    if faces.DEFAULT_FACE_DETECTOR != "haar":  # the detector of the face crops; Haar before it was a choice
-        key["face_detector"] = faces.DEFAULT_FACE_DETECTOR
+    detector = faces.check_detector(face_detector or faces.DEFAULT_FACE_DETECTOR)
+    if detector != "haar":  # the detector of the face crops; Haar before it was a choice
+        key["face_detector"] = detector
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -142,13 +154,25 @@ class Manifest:
             os.close(fd)
 
 
+def input_kind(path: str | Path) -> str:
+    """``frames`` for a frame folder, ``image`` for an image file, else ``video``."""
+    path = Path(path)
+    if path.is_dir():
+        return "frames"
+    return "image" if path.suffix.lower() in IMAGE_EXTENSIONS else "video"
+
+
 def decode_clip(
-    path: str | Path, num_frames: int = NUM_FRAMES, corruption: Corruption | None = None, eva_frame: str = "peak"
+    path: str | Path, num_frames: int = NUM_FRAMES, corruption: Corruption | None = None, eva_frame: str = "peak",
+    face_detector: str | None = None,
 ) -> dict:
-    """Everything the encoders need from one video, as uint8 frames and float audio (CPU, picklable).
+    """Everything the encoders need from one video or frame folder, as uint8 frames and float audio (CPU,
+    picklable).
 
     ``eva_image`` is the whole frame EVA encodes: the peak frame, or with ``eva_frame="first"`` the video's
     frame 0 (decoded on its own when the sampled frames do not include it; corrupted like the others).
+    Faces are found by ``face_detector`` (None: the default). A frame folder without sidecar audio lists
+    ``hubert`` under ``absent``.
     """
     if eva_frame not in EVA_FRAMES:
         raise ValueError(f"eva_frame must be one of {', '.join(EVA_FRAMES)}, got {eva_frame!r}")
@@ -159,12 +183,12 @@ def decode_clip(
         if eva_frame == "first" and (len(clip.frame_indices) == 0 or clip.frame_indices[0] != 0):
             first = read_frames(path, np.array([0]))  # (1, H, W, 3)
     except MediaError as err:
-        return {"name": path.stem, "error": err.reason}
+        return {"name": clip_name(path), "error": err.reason}
     if corruption is not None and corruption.active:
         frames = clip.frames if first is None else np.concatenate([first, clip.frames])
         frames, clip.audio = corruption.apply(clip.name, frames, clip.audio)  # frame by frame
         first, clip.frames = (None, frames) if first is None else (frames[:1], frames[1:])
-    track = track_face(clip.frames)
+    track = track_face(clip.frames, detector=face_detector)
     faces = crop_faces(clip.frames, track, FACE_CROP)  # (N, S, S, 3)
     peak = select_peak_frame(faces)
     if eva_frame == "peak":
@@ -183,10 +207,13 @@ def decode_clip(
         "audio": clip.audio,
         "audio_found": clip.audio_found,
         "n_frames": clip.n_frames,
+        "source": input_kind(path),
+        # A frame folder without sidecar audio has none to encode: absent, not a zero vector.
+        "absent": ("hubert",) if path.is_dir() and not clip.audio_found else (),
     }
 
 
-def decode_image(path: str | Path, corruption: Corruption | None = None) -> dict:
+def decode_image(path: str | Path, corruption: Corruption | None = None, face_detector: str | None = None) -> dict:
     """What the encoders need from one still image: EVA sees it whole, the face MAE the largest face when
     one is found; there is no motion and no audio (their features are absent, not zero)."""
     path = Path(path)
@@ -197,7 +224,7 @@ def decode_image(path: str | Path, corruption: Corruption | None = None) -> dict
     frames = image[None]  # (1, H, W, 3)
     if corruption is not None and corruption.active:
         frames, _ = corruption.apply(path.stem, frames, np.zeros(0, dtype=np.float32))
-    track = track_face(frames)
+    track = track_face(frames, detector=face_detector)
     return {
         "name": path.stem,
         "image": True,
@@ -211,35 +238,39 @@ def decode_image(path: str | Path, corruption: Corruption | None = None) -> dict
         "audio": np.zeros(0, dtype=np.float32),
         "audio_found": False,
         "n_frames": 1,
+        "source": "image",
     }
 
 
 def decode_input(path: str | Path, num_frames: int = NUM_FRAMES, corruption: Corruption | None = None,
-                 eva_frame: str = "peak") -> dict:
-    """:func:`decode_image` for an image file, else :func:`decode_clip`."""
-    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
-        return decode_image(path, corruption)
-    return decode_clip(path, num_frames, corruption, eva_frame)
+                 eva_frame: str = "peak", face_detector: str | None = None) -> dict:
+    """:func:`decode_image` for an image file, else :func:`decode_clip` (a video or a frame folder)."""
+    if input_kind(path) == "image":
+        return decode_image(path, corruption, face_detector)
+    return decode_clip(path, num_frames, corruption, eva_frame, face_detector)
 
 
 def clip_modalities(clip: dict) -> tuple[str, ...]:
-    """The modalities a decoded input has: all four for a video; EVA (and MAE with a face) for an image."""
+    """The modalities a decoded input has: all four for a video; EVA (and MAE with a face) for an image; a
+    frame folder all but those it lacks (HuBERT without sidecar audio)."""
     if not clip.get("image"):
-        return MODALITIES
+        return tuple(m for m in MODALITIES if m not in clip.get("absent", ()))
     return ("eva", "mae") if clip["face_found"] else ("eva",)
 
 
 class VideoFolder(Dataset):
+    """Decoded clips (videos, frame folders, images) for a DataLoader."""
+
     def __init__(self, paths: Sequence[Path], num_frames: int = NUM_FRAMES, corruption: Corruption | None = None,
-                 eva_frame: str = "peak"):
+                 eva_frame: str = "peak", face_detector: str | None = None):
         self.paths, self.num_frames, self.corruption = list(paths), num_frames, corruption
-        self.eva_frame = eva_frame
+        self.eva_frame, self.face_detector = eva_frame, face_detector
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        return decode_input(self.paths[index], self.num_frames, self.corruption, self.eva_frame)
+        return decode_input(self.paths[index], self.num_frames, self.corruption, self.eva_frame, self.face_detector)
 
 
 class FeatureEncoders(nn.Module):
@@ -315,10 +346,12 @@ def _eva_image(clip: dict) -> np.ndarray:
 class ExtractionModule(L.LightningModule):
     """Lightning's predict loop gives batching, bf16 autocast and one shard of clips per GPU rank."""
 
-    def __init__(self, encoders: FeatureEncoders, output_dir: Path, dirs: Mapping[str, str], fp: str):
+    def __init__(self, encoders: FeatureEncoders, output_dir: Path, dirs: Mapping[str, str], fp: str,
+                 face_detector: str | None = None):
         super().__init__()
         self.encoders = encoders
         self.output_dir, self.dirs, self.fp = output_dir, dict(dirs), fp
+        self.face_detector = face_detector
         self.manifest = Manifest(output_dir / "manifest.jsonl")
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[ManifestEntry]:
@@ -333,21 +366,25 @@ class ExtractionModule(L.LightningModule):
             entries.append(ManifestEntry(
                 clip["name"], "ok", face_found=bool(clip["face_found"]), audio_found=bool(clip["audio_found"]),
                 peak_frame=clip["peak_frame"], n_frames=clip["n_frames"], fingerprint=self.fp,
-                present=None if present == MODALITIES else list(present),
+                present=None if present == MODALITIES else list(present), face_detector=self.face_detector,
+                source=clip.get("source"),
             ))
         for entry in entries:
             self.manifest.append(entry)
         return entries
 
 
-def list_inputs(input_dir: Path) -> list[Path]:
-    """The clips of ``input_dir``: its files, less hidden ones and the sidecar audio of a video beside it
-    (``NAME.wav`` next to ``NAME.mp4`` is that clip's audio, read with it, not a clip of its own)."""
+def list_inputs(input_dir: Path, skip: Iterable[Path] = ()) -> list[Path]:
+    """The clips of ``input_dir``: its files and its subfolders (frame folders), less hidden ones, the folders
+    in ``skip`` (an output folder inside it) and the sidecar audio of a clip beside it (``NAME.wav`` next to
+    ``NAME.mp4`` or to the frame folder ``NAME`` is that clip's audio, read with it, not a clip of its own)."""
     if not input_dir.is_dir():
         raise UserError(f"{input_dir} is not a folder: set input_dir to the folder holding your videos")
-    files = sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    videos = {p.stem for p in files if p.suffix.lower() in VIDEO_EXTENSIONS}
-    return [p for p in files if not (p.suffix.lower() == SIDECAR_SUFFIX and p.stem in videos)]
+    skipped = {Path(p).resolve() for p in skip}
+    entries = sorted(p for p in input_dir.iterdir() if not p.name.startswith(".") and (p.is_file() or p.is_dir()))
+    entries = [p for p in entries if not (p.is_dir() and p.resolve() in skipped)]
+    sidecars = {sidecar_audio(p) for p in entries if p.is_dir() or p.suffix.lower() in VIDEO_EXTENSIONS}
+    return [p for p in entries if p not in sidecars]
 
 
 LOCK_FILE = ".extract.lock"
@@ -396,9 +433,12 @@ def end_with_parent(worker_id: int = 0) -> None:
         os._exit(1)
 
 
-def _is_done(entry: ManifestEntry | None, fp: str, output_dir: Path, dirs: Mapping[str, str]) -> bool:
+def _is_done(entry: ManifestEntry | None, fp: str, output_dir: Path, dirs: Mapping[str, str],
+             kind: str | None = None) -> bool:
     if entry is None or entry.status != "ok" or entry.fingerprint != fp:
         return False
+    if kind is not None and entry.source is not None and entry.source != kind:
+        return False  # e.g. made from a video, now the clip is a frame folder
     present = MODALITIES if entry.present is None else entry.present
     return all((output_dir / dirs[m] / f"{entry.name}.npy").is_file() for m in present)
 
@@ -418,33 +458,39 @@ def extract_folder(
     limit: int | None = None,
     names: Iterable[str] | None = None,
     corruption: Corruption | None = None,
+    face_detector: str | None = None,
 ) -> ExtractCounts:
-    """Extract features for every video in ``input_dir`` (or only those named ``names``) not done yet."""
+    """Extract features for every clip in ``input_dir`` (videos, images, frame folders; or only those named
+    ``names``) not done yet; faces are found by ``face_detector`` (None: the default, mtcnn)."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     dirs = {**FEATURE_DIRS, **(feature_dirs or {})}
-    fp = fingerprint(cfg, corruption=corruption)
+    from emotion_llama.datasets import faces
+
+    face_detector = faces.check_detector(face_detector or faces.DEFAULT_FACE_DETECTOR)
+    fp = fingerprint(cfg, corruption=corruption, face_detector=face_detector)
     manifest = Manifest(output_dir / "manifest.jsonl")
     done = manifest.load()
     counts = ExtractCounts()
     todo = []
-    inputs = list_inputs(input_dir)
+    inputs = list_inputs(input_dir, skip=[output_dir])
     if names is not None:
         wanted = set(names)
-        inputs = [p for p in inputs if p.stem in wanted]
+        inputs = [p for p in inputs if clip_name(p) in wanted]
     for path in inputs[:limit]:
-        if _is_done(done.get(path.stem), fp, output_dir, dirs):
+        name = clip_name(path)
+        if _is_done(done.get(name), fp, output_dir, dirs, input_kind(path)):
             counts.skipped += 1
-        elif path.suffix.lower() not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
+        elif not path.is_dir() and path.suffix.lower() not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
             known = ", ".join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
-            reason = f"unsupported extension {path.suffix or '(none)'} (expected {known})"
-            manifest.append(ManifestEntry(path.stem, "failed", reason=reason, fingerprint=fp))
+            reason = f"unsupported extension {path.suffix or '(none)'} (expected {known}, or a folder of frames)"
+            manifest.append(ManifestEntry(name, "failed", reason=reason, fingerprint=fp))
             counts.failed += 1
         else:
             todo.append(path)
     if todo:
         encoders = encoders or build_encoders(cfg, random_tiny_ok=True)
-        module = ExtractionModule(FeatureEncoders(encoders), output_dir, dirs, fp)
-        folder = VideoFolder(todo, corruption=corruption, eva_frame=cfg.eva_frame)
+        module = ExtractionModule(FeatureEncoders(encoders), output_dir, dirs, fp, face_detector)
+        folder = VideoFolder(todo, corruption=corruption, eva_frame=cfg.eva_frame, face_detector=face_detector)
         loader = DataLoader(folder, batch_size=batch_size, num_workers=num_workers, collate_fn=list,
                             worker_init_fn=end_with_parent if num_workers else None)
         trainer = L.Trainer(

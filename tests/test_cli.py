@@ -25,9 +25,10 @@ TOOLS = {
     "infer.py": "checkpoint=", "extract_features.py": "input_dir=", "import_official.py": "ckpt=",
     "inspect_model.py": "model=", "bench.py": "checkpoint=", "demo.py": "demo_dir=", "make_synthetic.py": "out_dir=",
     "app.py": "checkpoint=", "make_instructions.py": "data_root=", "make_synthetic_images.py": "key=value",
+    "bench_faces.py": "detectors=", "demo_text.py": "per_label=",
 }
-# Scripts with arguments of their own (not the launcher's key=value convention).
-OWN_ARGUMENTS = {"bench_faces.py"}
+# Scripts with arguments of their own (not the launcher's key=value convention): none.
+OWN_ARGUMENTS: set[str] = set()
 
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -70,6 +71,16 @@ def test_bad_overrides_are_one_line_naming_the_key(capsys):
     assert "a comma" in one_line_error(capsys, evaluate.main, ["protocol=score,generate"])
     assert "missing input_dir=... output_dir=..." in one_line_error(capsys, extract.main, ["model=tiny"])
     assert "give at least one video" in one_line_error(capsys, infer.main, ["json=true"])
+
+
+def test_bench_faces_takes_the_launchers_overrides(capsys):
+    import bench_faces
+
+    line = one_line_error(capsys, bench_faces.main, ["detectors=[haar,foo]"])
+    assert "detectors=[haar,foo]" in line and "unknown foo" in line
+    assert "repeats=0" in one_line_error(capsys, bench_faces.main, ["repeats=0"])
+    assert "unknown key detector " in one_line_error(capsys, bench_faces.main, ["detector=haar"])
+    assert "key=value" in one_line_error(capsys, bench_faces.main, ["--repeats", "2"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when there is no GPU")

@@ -325,6 +325,25 @@ def test_emer_ground_truth_without_judge_and_with_a_bad_judge_path(merr_folder, 
                                          f"judge.model={tmp_path}/nope"))
 
 
+def test_reasoning_outputs_land_together(merr_folder, reason_split, checkpoint, tmp_path):
+    """reasons.csv, judgements.csv and reasoning.json are one set: an interrupted run leaves the previous set as
+    it was, and a run without a judge leaves no earlier judgements beside its reasons."""
+    cfg = reasoning_cfg(merr_folder, reason_split, checkpoint, tmp_path / "run")
+    evaluate_reasoning(cfg, judge_fn=lambda batch: ["clue: 5; label: 7"] * len(batch))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    assert sorted(before) == ["judgements.csv", "reasoning.json", "reasons.csv"]
+
+    def interrupted(batch: list[str]) -> list[str]:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_reasoning(cfg, judge_fn=interrupted)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    report = evaluate_reasoning(cfg)
+    assert "skipped" in report["judge"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["reasoning.json", "reasons.csv"]
+
+
 def test_hugging_face_judge_runs_a_local_causal_lm(checkpoint, tmp_path):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

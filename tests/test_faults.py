@@ -153,6 +153,7 @@ EVAL_SETTINGS = [
     (["eval.noise={snr_db: 5}"], ["eval.noise", "data.videos_dir=null", "data.videos_dir=DIR"]),
     (["device=tpu"], ["device=tpu"]),
     (["checkpoint=/nonexistent/model"], ["checkpoint=/nonexistent/model not found"]),
+    (["face_detector=foo"], ["face_detector=foo", "mtcnn, haar"]),
 ]
 
 
@@ -211,6 +212,9 @@ OTHER_SETTINGS = [
     (extract_cmd, ["input_dir={t}/nowhere", "output_dir={t}/f"], ["input_dir=", "not found"]),
     (extract_cmd, ["input_dir={r}/test.txt", "output_dir={t}/f"], ["input_dir=", "is a file"]),
     (extract_cmd, ["input_dir={r}", "output_dir={t}/f", "devices=0"], ["devices=0"]),
+    (extract_cmd, ["input_dir={r}", "output_dir={t}/f", "face_detector=dlib"], ["face_detector=dlib", "mtcnn, haar"]),
+    (infer_cmd, ["{r}", "face_detector=foo"], ["face_detector=foo", "mtcnn, haar"]),
+    (infer_cmd, ["{r}", "image_folder=maybe"], ["image_folder=maybe", "auto, clip, images"]),
     (infer_cmd, ["{r}", "batch_size=0"], ["batch_size=0"]),
     (infer_cmd, ["{r}", "task=sing"], ["task=sing", "emotion, reason"]),
     (infer_cmd, ["{r}", "subtitles={t}/none.csv"], ["subtitles=", "not found"]),

@@ -120,6 +120,31 @@ def test_card_names():
     assert card_paths("cards", ["x/a.mp4"]) == {"x/a.mp4": Path("cards/a.png")}
 
 
+def test_the_cards_of_a_run_land_together(tmp_path):
+    """Cards are staged while the answers stream and move into place together: an interrupted run leaves the
+    cards of the run before it, untouched, and no staging files."""
+    from emotion_llama.inference.video import card_set
+
+    def prediction(video: str) -> Prediction:
+        scores = {label: 1 / len(MERR_LABELS) for label in MERR_LABELS}
+        return Prediction(video=video, emotion=MERR_LABELS[0], scores=scores, reasoning=None, subtitle="",
+                          peak_frame=0, face_found=True, audio_found=False, face_box=[2, 2, 6, 6],
+                          image=np.zeros((8, 8, 3), np.uint8))
+
+    cards = card_paths(tmp_path / "cards", ["v/a.mp4", "v/00001"])
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "a.png").write_bytes(b"the card of an earlier run")
+    with pytest.raises(KeyboardInterrupt), card_set(cards) as save:
+        save(prediction("v/a.mp4"))
+        raise KeyboardInterrupt
+    assert [(p.name, p.read_bytes()) for p in (tmp_path / "cards").iterdir()] == [("a.png", b"the card of an earlier run")]
+    with card_set(cards) as save:
+        save(prediction("v/a.mp4"))
+        save(prediction("v/00001"))
+    assert sorted(p.name for p in (tmp_path / "cards").iterdir()) == ["00001.png", "a.png"]
+    assert matplotlib.image.imread(tmp_path / "cards" / "a.png").ndim == 3
+
+
 def test_missing_asr_folder_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="ASR model not found"):
         Transcriber(tmp_path / "whisper", torch.device("cpu"))

@@ -1,7 +1,10 @@
 """Face detectors side by side: detection rate, false alarms and milliseconds per frame.
 
-    python tools/bench_faces.py [synthetic_dir=DIR] [detectors=[haar,mtcnn,dlib]] [search=[DIR,...]]
+    python tools/bench_faces.py [synthetic_dir=DIR] [detectors=[haar,mtcnn,dlib]] ['search=[DIR,...]']
                                 [repeats=N] [json=FILE]
+
+The keys are Hydra overrides of conf/bench_faces.yaml (``--help`` lists them), run through the project's one
+launcher (:func:`emotion_llama.cli.run`): a bad value is one ``error:`` line naming the key, exit code 2.
 
 Every detector runs through ``datasets.faces.detect_faces`` as feature extraction calls it (frames shrunk to
 DETECT_SIDE, faces under MIN_FACE_FRACTION of the shorter side left out); ``dlib`` (the HOG detector of the
@@ -34,14 +37,17 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+from omegaconf import DictConfig
 
+from emotion_llama.cli import Call, UsageError, run
 from emotion_llama.datasets import faces
+from emotion_llama.errors import UserError
 
 CLOSEUP, SMALL_FRACTION, SMALL_SIDE, CLOSEUP_SIDE, ROTATION = 2.5, 0.22, 240, 360, 25
 # name, file inside an installed package, hand-checked face box x0, y0, x1, y1 (brows to chin)
@@ -63,7 +69,6 @@ NO_FACE = [f"skimage/data/{n}" for n in (
     "gravel.png", "horse.png", "hubble_deep_field.jpg", "ihc.png", "logo.png", "moon.png", "motorcycle_left.png",
     "page.png", "retina.jpg", "rocket.jpg", "text.png",
 )] + [f"insightface/data/images/mask_{c}.jpg" for c in ("black", "blue", "green", "white")]
-KEYS = {"synthetic_dir": None, "detectors": "[haar,mtcnn,dlib]", "search": "[]", "repeats": "1", "json": None}
 
 
 @dataclass
@@ -78,21 +83,6 @@ class Tally:
     hits: int = 0
     seconds: float = 0.0
     scales: list[float] = field(default_factory=list)
-
-
-def parse(argv: list[str]) -> dict[str, str | None] | None:
-    args = dict(KEYS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in KEYS:
-            print(f"error: unknown argument {arg!r}; keys: {', '.join(KEYS)} (key=value)", file=sys.stderr)
-            return None
-        args[key] = value
-    return args
-
-
-def as_list(text: str) -> list[str]:
-    return [v.strip() for v in text.strip("[]").split(",") if v.strip()]
 
 
 def find(relative: str, roots: list[str]) -> Path | None:
@@ -283,19 +273,20 @@ def rows(results: dict[str, dict[str, Tally]], names: list[str]) -> Iterator[str
         yield f"| {set_name} ({label}) | {n} | " + " | ".join(cells) + " |"
 
 
-def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    args = parse(argv)
-    if args is None:
-        return 2
-    roots = as_list(args["search"] or "") + [p for p in sys.path if p] + glob.glob(sys.prefix + "/lib/python3*/site-packages")
-    fns = detectors(as_list(args["detectors"]))
+def bench_faces(cfg: DictConfig, call: Call) -> int:
+    """The benchmark of ``conf/bench_faces.yaml`` as composed and checked (settings) by the launcher."""
+    if not cfg.detectors:
+        raise UsageError("detectors=[]: name at least one, e.g. detectors=[haar,mtcnn]")
+    video_dir = Path(cfg.synthetic_dir) / "videos" if cfg.synthetic_dir else None
+    if video_dir is not None and not any(video_dir.glob("*.mp4")):
+        raise UserError(f"synthetic_dir={cfg.synthetic_dir} holds no videos/*.mp4: make a set with "
+                        f"python tools/make_synthetic.py out_dir={cfg.synthetic_dir}, or leave synthetic_dir unset")
+    site = glob.glob(sys.prefix + "/lib/python3*/site-packages")
+    roots = [*map(str, cfg.search or [])] + [p for p in sys.path if p] + site
+    fns = detectors(list(cfg.detectors))
     for fn in fns.values():  # load weights and warm up before anything is timed
         fn(np.zeros((160, 160, 3), np.uint8))
     with tempfile.TemporaryDirectory() as tmp:
-        video_dir = Path(args["synthetic_dir"]) / "videos" if args["synthetic_dir"] else None
         if video_dir is None:
             from emotion_llama.datasets.synthetic import timed_generate
 
@@ -303,13 +294,15 @@ def main(argv: list[str]) -> int:
             video_dir = Path(tmp) / "videos"
         sets = {**synthetic_sets(video_dir), **real_sets(roots)}
         started = time.perf_counter()
-        results = {name: run_set(samples, fns, int(args["repeats"])) for name, samples in sets.items() if samples}
+        results = {name: run_set(samples, fns, int(cfg.repeats)) for name, samples in sets.items() if samples}
     names = list(fns)
     lines = [json.dumps({"set": s, "detector": d, "frames": t.n, "hits": t.hits, "ms_per_frame": 1000 * t.seconds / t.n,
                          "median_box_scale": statistics.median(t.scales) if t.scales else None})
              for s, tallies in results.items() for d, t in tallies.items()]
-    if args["json"]:
-        Path(args["json"]).write_text("\n".join(lines) + "\n")
+    if cfg.json:
+        from emotion_llama.fileio import atomic_write_text
+
+        atomic_write_text(cfg.json, "\n".join(lines) + "\n")
     print(f"{datetime.date.today()} | {machine()} | {time.perf_counter() - started:.0f} s")
     print("\n".join(rows(results, names)))
     scales = {d: [round(statistics.median(t.scales), 2) if t.scales else None for t in (r[d] for r in results.values())]
@@ -318,5 +311,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python tools/bench_faces.py [key=value ...]``; see ``--help`` (conf/bench_faces.yaml)."""
+    return run("bench_faces", bench_faces, argv, literal=("synthetic_dir", "json"))
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -28,7 +28,8 @@ def prepare_synthetic(cfg: DictConfig, clips_per_label: int = 40, seed: int = 0,
 
 def prepare_synthetic_images(cfg: DictConfig, images_per_label: int = 40, seed: int = 0, workers: int = 2) -> None:
     """Generate the synthetic image set, write its instruction data with the offline ``template`` generator
-    and extract its image features, each only when absent (every step resumes)."""
+    and extract its image features, each only when absent (every step resumes). A model that reads the pixels
+    itself (the InstructBLIP backbone) needs no features: none are extracted for it."""
     from pathlib import Path
 
     from emotion_llama.cli import model_config
@@ -46,6 +47,8 @@ def prepare_synthetic_images(cfg: DictConfig, images_per_label: int = 40, seed: 
         make_instructions(records, out, kinds=["conversation", "reasoning"], generator=TemplateGenerator(),
                           options=Options(labels=labels, image_root=root, progress=False))
     model_cfg = model_config(cfg)
+    if model_cfg.reads_pixels:
+        return
     names = [Path(r.image).stem for split in SPLITS for r in read_emoset(root, split, labels=labels,
                                                                            load_annotations=False)]
     for label_dir in sorted(p for p in (root / "image").iterdir() if p.is_dir()):

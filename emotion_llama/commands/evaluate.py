@@ -1,5 +1,6 @@
 """emotion-llama-eval: zero-shot evaluation of a checkpoint on a dataset (metrics.json, predictions.csv,
-confusion.png in run_dir); the last line printed is the metrics JSON."""
+confusion.png in run_dir); the last line printed is the metrics JSON. Text-only dialogue sets (data=meld,
+iemocap, synthetic_meld) go through :mod:`emotion_llama.evaluation.imagined`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from emotion_llama.cli import Call, run
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
+    from emotion_llama.evaluation.imagined import is_dialogue
+
+    if is_dialogue(cfg.data):  # text-only dialogue sets (MELD, IEMOCAP): through imagination
+        return _dialogue(cfg)
     from emotion_llama.evaluation.evaluate import evaluate, format_table
 
     report = evaluate(cfg)
@@ -20,5 +25,16 @@ def _main(cfg: DictConfig, call: Call) -> None:
     print(json.dumps({k: v for k, v in report.items() if k != "subsets"}))
 
 
+def _dialogue(cfg: DictConfig) -> None:
+    from emotion_llama.evaluation.imagined import evaluate_dialogue, format_report
+
+    report = evaluate_dialogue(cfg)
+    print(format_report(report))
+    print(f"outputs in {cfg.run_dir}")
+    print(json.dumps({k: v for k, v in report.items() if k not in ("variants", "imagination")}))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run("eval", _main, argv, literal=("checkpoint", "run_dir", "data.root", "eval.features_dir"))
+    return run("eval", _main, argv, literal=("checkpoint", "run_dir", "data.root", "eval.features_dir",
+                                             "imagine.prompt_template", "imagine.negative_prompt",
+                                             "imagine.cache_dir"))

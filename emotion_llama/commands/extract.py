@@ -1,4 +1,5 @@
-"""emotion-llama-extract: features of a folder of videos (official .npy layout + manifest.jsonl).
+"""emotion-llama-extract: features of a folder of clips: videos, images and frame folders (official .npy layout +
+manifest.jsonl).
 
 Exit code 0 when at least one clip is done (now or before), 1 otherwise.
 """
@@ -32,11 +33,15 @@ def lightning_devices(device: str, devices: int) -> tuple[str, int | list[int]]:
 def _main(cfg: DictConfig, call: Call) -> int:
     from emotion_llama.encoders.extract import extract_folder, iter_failures
 
+    if model_config(cfg).reads_pixels:
+        raise UserError(f"model.backbone={cfg.model.backbone} reads the images themselves and needs no features: "
+                        "train and evaluate it on the image folders directly")
     accelerator, devices = lightning_devices(cfg.device, cfg.devices)
     start = time.perf_counter()
     counts = extract_folder(
         cfg.input_dir, cfg.output_dir, model_config(cfg), feature_dirs=cfg.feature_dirs, batch_size=cfg.batch_size,
         num_workers=cfg.num_workers, accelerator=accelerator, devices=devices, progress=cfg.progress,
+        face_detector=cfg.face_detector,
     )
     for entry in iter_failures(cfg.output_dir):
         print(f"failed: {entry.name}: {entry.reason}", file=sys.stderr)

@@ -23,6 +23,9 @@ def model_config(name: str, llm: str | None = None, overrides: Sequence[str] = (
 def _main(cfg: DictConfig, call: Call) -> None:
     from emotion_llama.model.official import OfficialImportError, import_official
 
+    if cli.model_config(cfg).is_instructblip:
+        raise cli.UsageError("the official Emotion_LLaMA.pth holds an Emotion-LLaMA model: use model=emotion_llama_7b "
+                             "(or another preset of backbone emotion_llama)")
     try:
         report = import_official(cfg.ckpt, cfg.out, cli.model_config(cfg), eva_path=cfg.paths.eva)
     except OfficialImportError as err:

@@ -1,21 +1,24 @@
-"""emotion-llama-infer: the emotion of raw videos with a trained checkpoint.
+"""emotion-llama-infer: the emotion of raw videos, frame folders and images with a trained checkpoint.
 
-    emotion-llama-infer clip.mp4 videos/ subtitles=subs.csv task=reason json=true card=cards/
+    emotion-llama-infer clip.mp4 videos/ frames/00001/ subtitles=subs.csv task=reason json=true card=cards/
 
-Exit code 0 when every video was processed, 1 when some could not be read, 2 on a usage or setup error.
+The cards of a run are saved together once every input has been answered (an interrupted run leaves the cards
+that were there before). Exit code 0 when every input was processed, 1 when some could not be read, 2 on a
+usage or setup error.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, UsageError, run
 from emotion_llama.errors import UserError
+from emotion_llama.labels import LABEL_SETS
 
 TASKS = ("emotion", "reason")
 
@@ -29,6 +32,18 @@ def check_args(cfg: DictConfig, call: Call) -> None:
         raise UsageError(f"json={cfg.json}: use json=true or json=false")
     if cfg.subtitle is not None and cfg.subtitles is not None:
         raise UsageError("give subtitle=TEXT (every video) or subtitles=CSV (per video), not both")
+
+
+def candidate_labels(cfg: DictConfig) -> list[str] | None:
+    """``labels=``: None (the checkpoint's own), a label set's name, or a list of labels."""
+    if cfg.labels is None:
+        return None
+    if isinstance(cfg.labels, str):
+        if cfg.labels not in LABEL_SETS:
+            raise UsageError(f"labels={cfg.labels}: no such label set; use one of {', '.join(LABEL_SETS)} or a list "
+                             "such as labels=[happy,sad]")
+        return list(LABEL_SETS[cfg.labels])
+    return [str(label) for label in cfg.labels]
 
 
 def find_checkpoint(cfg: DictConfig) -> Path:
@@ -50,35 +65,39 @@ def load_subtitles(cfg: DictConfig) -> dict[str, str] | str | None:
     return read_subtitles(cfg.subtitles)
 
 
-def emit(result, as_json: bool, cards: dict[str, Path]) -> bool:
-    """Print one result (and save its card); False for a video that could not be processed."""
-    from emotion_llama.inference.video import Failure, format_prediction, save_card
+def emit(result, as_json: bool, save_card: Callable) -> bool:
+    """Print one result (and stage its card); False for an input that could not be processed."""
+    from emotion_llama.inference.video import Failure, format_prediction
 
     if isinstance(result, Failure):
         print(f"error: {str(result).replace(chr(10), ' ')}", file=sys.stderr, flush=True)
         return False
     print(json.dumps(result.to_dict()) if as_json else format_prediction(result) + "\n", flush=True)
-    if cards:
-        save_card(result, cards[result.video])
+    save_card(result)
     return True
 
 
 def _main(cfg: DictConfig, call: Call) -> int:
     check_args(cfg, call)
+    labels = candidate_labels(cfg)
     checkpoint = find_checkpoint(cfg)
-    from emotion_llama.inference.video import Predictor, card_paths, expand_inputs
+    from emotion_llama.inference.video import Predictor, card_paths, card_set, expand_inputs
 
-    videos = expand_inputs(call.positional)
+    videos = expand_inputs(call.positional, cfg.image_folder)
     subtitles = load_subtitles(cfg)
     # The paths.* named on the command line replace the checkpoint's saved weight paths; the others stay.
     predictor = Predictor(checkpoint, paths=call.named_paths(cfg), device=cfg.device, batch_size=cfg.batch_size,
-                          max_new_tokens=cfg.max_new_tokens, num_workers=cfg.num_workers, asr_model=cfg.asr_model)
+                          max_new_tokens=cfg.max_new_tokens, num_workers=cfg.num_workers, asr_model=cfg.asr_model,
+                          face_detector=cfg.face_detector, labels=labels)
     cards = card_paths(cfg.card, [str(v) for v in videos]) if cfg.card else {}
     results = predictor.predict_iter(videos, subtitles, cfg.task, keep_image=bool(cards))
-    failed = sum(not emit(r, cfg.json, cards) for r in results)
+    with card_set(cards) as save_card:  # the cards land together when every input has been answered
+        failed = sum(not emit(r, cfg.json, save_card) for r in results)
     return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # --json is the common spelling of json=true for tools that print JSON lines.
+    argv = ["json=true" if arg == "--json" else arg for arg in (sys.argv[1:] if argv is None else argv)]
     return run("infer", _main, argv, positional="VIDEO",
                literal=("checkpoint", "card", "subtitle", "subtitles", "asr_model"))

@@ -25,12 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from emotion_llama.datasets.common import Sample, read_subtitles
-from emotion_llama.datasets.dfew import match_padding, read_dfew_split, read_dfew_txt
+from emotion_llama.datasets.dfew import check_clip_folder, match_padding, read_dfew_split, read_dfew_txt
 from emotion_llama.datasets.emoset import read_emoset, read_image_folders
 from emotion_llama.datasets.features import FeatureStore, LazyFeatures, StaleFeaturesError, stack_features
+from emotion_llama.datasets.media import clip_name
 from emotion_llama.datasets.mer import read_mer2023_csv, read_mer2023_npz, read_mer2024_csv
 from emotion_llama.datasets.merr import read_merr_txt
 from emotion_llama.datasets.noise import Corruption
+from emotion_llama.datasets.pixels import ImagePixels
 from emotion_llama.encoders.extract import extract_folder, fingerprint
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.answers import ORIGINAL_FALLBACK, parse_emotion, parse_like_original
@@ -43,6 +45,7 @@ from emotion_llama.evaluation.metrics import (
 from emotion_llama.fileio import atomic_files
 from emotion_llama.inference.core import InferenceCore, weight_paths
 from emotion_llama.labels import MERR_LABELS
+from emotion_llama.model.checkpoint import read_config
 
 log = logging.getLogger(__name__)
 
@@ -182,44 +185,80 @@ def _features(cfg: DictConfig, store: FeatureStore, names: list[str], model_cfg)
     videos = cfg.data.get("videos_dir")
     if missing and videos and Path(videos).is_dir() and cfg.eval.extract_missing:
         extract_folder(videos, store.root, model_cfg, feature_dirs=store.dirs, names=missing,
-                       corruption=corruption, progress=False, num_workers=cfg.eval.num_workers)
+                       corruption=corruption, progress=False, num_workers=cfg.eval.num_workers,
+                       face_detector=cfg.get("face_detector"))
         store.refresh()
     have, lack = store.split_available(names)
     stale = [n for n in lack if store.stale(n)]
     if stale:
         raise StaleFeaturesError(
-            f"{len(stale)} clips under {store.root} (e.g. {stale[0]}) were extracted with other encoders or another "
-            f"noise than this evaluation's (manifest.jsonl fingerprint {store.made_by(stale[0])}, expected "
-            f"{store.fingerprint}): set data.videos_dir with eval.extract_missing=true to recompute them, or "
+            f"{len(stale)} clips under {store.root} (e.g. {stale[0]}) were extracted with other encoders, another "
+            f"face detector or another noise than this evaluation's (manifest.jsonl fingerprint "
+            f"{store.made_by(stale[0])}, expected {store.fingerprint}): set data.videos_dir with "
+            "eval.extract_missing=true to recompute them, or "
             "point eval.features_dir at features made for this checkpoint"
         )
     return LazyFeatures(store, have, _drop(cfg)), lack
 
 
 def _known_clip(cfg: DictConfig, cache: Path):
-    """Whether a clip name has cached features or a video (to match names across zero-padding)."""
+    """Whether a clip name has cached features or a video or frame folder (to match names across zero-padding)."""
     store = FeatureStore(cache, cfg.data.feature_dirs)
     videos = Path(cfg.data.videos_dir) if cfg.data.get("videos_dir") else None
-    stems = {p.stem for p in videos.iterdir()} if videos is not None and videos.is_dir() else set()
+    stems = {clip_name(p) for p in videos.iterdir()} if videos is not None and videos.is_dir() else set()
     return lambda name: name in stems or any(store.path(m, name).is_file() for m in store.dirs)
+
+
+IMAGE_KINDS = ("emoset", "image_folders")
+
+
+def _check_image_model(cfg: DictConfig) -> None:
+    """A checkpoint whose model reads pixels (InstructBLIP) is evaluated on an image set, without eval.noise
+    (which recomputes features from corrupted videos); refused before the model loads."""
+    model_cfg = read_config(cfg.checkpoint)
+    if not model_cfg.reads_pixels:
+        return
+    if cfg.data.kind not in IMAGE_KINDS:
+        raise UserError(f"{cfg.checkpoint} holds a model of still images (model.backbone={model_cfg.backbone}): "
+                        f"evaluate it on an image set (data=emoset, data=synthetic_images or data.kind=image_folders), "
+                        f"not data.kind={cfg.data.kind}")
+    if _corruption(cfg) is not None:
+        raise UserError("eval.noise recomputes features from corrupted videos, and this checkpoint's model "
+                        f"(model.backbone={model_cfg.backbone}) reads the images themselves: leave eval.noise unset")
+
+
+def _image_inputs(cfg: DictConfig, names: Sequence[str], core: InferenceCore) -> tuple[ImagePixels, list[str]]:
+    """The test images as pixel values, read when a batch asks for them (no feature cache); none is missing: the
+    readers have checked that every file exists."""
+    labels = tuple(cfg.data.labels)
+    if cfg.data.kind == "emoset":
+        records = read_emoset(cfg.data.root, cfg.data.splits.test, labels=labels, load_annotations=False)
+    else:
+        records = read_image_folders(cfg.data.root, labels=labels, split=cfg.data.get("split"))
+    wanted = set(names)
+    paths = {Path(r.image).stem: r.image for r in records if Path(r.image).stem in wanted}
+    return ImagePixels(paths, core.image_transform, _drop(cfg)), []
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Run the evaluation described by ``cfg`` and write metrics.json, predictions.csv, confusion.png (as one
     unit: an interrupted run leaves the previous outputs, never a mix)."""
     # The inputs first: a bad split file or setting is reported before the model loads.
+    _check_image_model(cfg)
     cache = features_dir(cfg)
     subsets = load_subsets(cfg.data)
     if cfg.data.kind == "dfew":  # a split file's "1" is clip 00001
+        check_clip_folder(cfg.data.get("videos_dir"), cfg.data.get("layout", "auto"))  # videos or frame folders
         subsets = {k: match_padding(v, _known_clip(cfg, cache)) for k, v in subsets.items()}
     labels = list(cfg.data.labels)
     names = sorted({s.name for samples in subsets.values() for s in samples})
     subtitles = read_subtitles(cfg.data.subtitles) if cfg.data.get("subtitles") and "text" not in _drop(cfg) else {}
     core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device, layout=cfg.prompt_layout)
     corruption = _corruption(cfg)
-    store = FeatureStore(cache, cfg.data.feature_dirs, fingerprint=fingerprint(core.config, corruption=corruption),
-                         verified_only=corruption is not None)
-    features, missing = _features(cfg, store, names, core.config)
+    fp = fingerprint(core.config, corruption=corruption, face_detector=cfg.get("face_detector"))
+    store = FeatureStore(cache, cfg.data.feature_dirs, fingerprint=fp, verified_only=corruption is not None)
+    features, missing = (_image_inputs(cfg, names, core) if core.reads_pixels  # no feature cache: the pixels
+                         else _features(cfg, store, names, core.config))
     if not features:
         raise UserError(
             f"no test clip has features under {cache}: run tools/extract_features.py or set "

@@ -2,7 +2,9 @@
 
 Generation uses the ``reason`` task with its canonical instruction, greedy decoding and the evaluation
 batching of :class:`~emotion_llama.evaluation.evaluate.Evaluator`. The explanations are written in EMER's submission
-layout (``names,chi_reasons``) to ``run_dir/reasons.csv``.
+layout (``names,chi_reasons``) to ``run_dir/reasons.csv``, beside ``reasoning.json`` (the report) and, with a judge,
+``judgements.csv``: the three land together once everything is done, so an interrupted run leaves the previous
+run's set whole (a run without a judge removes an earlier run's judgements.csv in the same step).
 
 The original EMER judge (a hosted LLM) is retired, so the judge here is pluggable: any local Hugging Face
 causal LM (``judge.model=DIR``), or any ``list[str] -> list[str]`` callable in code. It is asked, for each
@@ -51,7 +53,7 @@ from emotion_llama.datasets.features import FeatureStore, LazyFeatures
 from emotion_llama.datasets.merr import read_merr_json, read_merr_txt
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import ClipPrediction, Evaluator
-from emotion_llama.fileio import atomic_path, atomic_write_text
+from emotion_llama.fileio import atomic_files, atomic_path
 from emotion_llama.inference.core import InferenceCore, resolve_device, weight_paths
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ JUDGE_PROMPT = (
     "clue: N; label: M"
 )
 SCORE_RANGE = (1, 10)
+JUDGEMENTS = "judgements.csv"
 JudgeFn = Callable[[list[str]], list[str]]
 
 
@@ -280,6 +283,9 @@ def evaluate_reasoning(cfg: DictConfig, judge_fn: JudgeFn | None = None) -> dict
         _check_judge_dir(cfg.judge.model)  # before generating, not after minutes of it
     truth = load_truth(cfg)
     core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device)
+    if core.reads_pixels:
+        raise UserError(f"{cfg.checkpoint} holds a model of still images (model.backbone={core.config.backbone}); "
+                        "EMER reasoning is judged on videos: use a checkpoint of the emotion_llama backbone")
     names = sorted(truth)
     store = FeatureStore(cfg.reasoning.get("features_dir") or cfg.data.features_dir, cfg.data.feature_dirs)
     have, missing = store.split_available(names)
@@ -291,16 +297,18 @@ def evaluate_reasoning(cfg: DictConfig, judge_fn: JudgeFn | None = None) -> dict
     evaluator = ReasonEvaluator(core, cfg.data.labels, cfg.data.get("label_map"), cfg.reasoning.batch_size,
                                 cfg.reasoning.max_new_tokens)
     preds = evaluator.reasons(have, subtitles, features)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     reasons = {p.name: p.answer for p in preds}
-    write_emer_predictions(run_dir / "reasons.csv", reasons)
     report = _base_report(cfg, truth, preds, missing)
-    report["judge"] = _judge_block(cfg, reasons, truth, judge_fn, run_dir)
+    report["judge"], judgements = _judge_block(cfg, reasons, truth, judge_fn)
     cues = _cue_records(cfg)
     if cues:
         report["cues"] = cue_summary(reasons, cues, _cue_phrases(cfg))
-    atomic_write_text(run_dir / "reasoning.json", json.dumps(report, indent=2))
+    # The outputs land together, or none of them: never new reasons beside an earlier run's report.
+    with atomic_files(Path(cfg.run_dir), remove=[JUDGEMENTS]) as out:
+        write_emer_predictions(out / "reasons.csv", reasons)
+        if judgements is not None:
+            _write_judgements(out / JUDGEMENTS, judgements)
+        (out / "reasoning.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
 
 
@@ -315,14 +323,15 @@ def _base_report(cfg: DictConfig, truth: Mapping[str, Truth], preds: Sequence[Cl
 
 
 def _judge_block(cfg: DictConfig, reasons: Mapping[str, str], truth: Mapping[str, Truth],
-                 judge_fn: JudgeFn | None, run_dir: Path) -> dict:
+                 judge_fn: JudgeFn | None) -> tuple[dict, list[dict] | None]:
+    """The report's judge block and the per-clip judgements (None when no judge ran)."""
     if judge_fn is None:
         if not cfg.judge.get("model"):
-            return {"skipped": "not run: set judge.model=DIR (a local Hugging Face causal LM) to score the reasons"}
+            skipped = "not run: set judge.model=DIR (a local Hugging Face causal LM) to score the reasons"
+            return {"skipped": skipped}, None
         judge_fn = hf_judge(cfg.judge.model, resolve_device(cfg.judge.device), cfg.judge.max_new_tokens)
     summary, rows = judge(reasons, truth, judge_fn, cfg.judge.batch_size)
-    _write_judgements(run_dir / "judgements.csv", rows)
-    return {"model": str(cfg.judge.get("model") or "<callable>"), "prompt": JUDGE_PROMPT, **summary}
+    return {"model": str(cfg.judge.get("model") or "<callable>"), "prompt": JUDGE_PROMPT, **summary}, rows
 
 
 def _write_judgements(path: Path, rows: Sequence[dict]) -> None:

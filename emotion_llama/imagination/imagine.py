@@ -115,6 +115,8 @@ def load_text_to_image(pipeline_dir: str | os.PathLike, device="cpu", dtype: str
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     diffusers = _diffusers()
+    bars = diffusers.utils.logging.is_progress_bar_enabled()
+    diffusers.utils.logging.disable_progress_bar()  # no "Loading pipeline components" bar
     try:
         given = _transformers_components(path, torch_dtype)
         pipe = diffusers.AutoPipelineForText2Image.from_pretrained(
@@ -122,6 +124,9 @@ def load_text_to_image(pipeline_dir: str | os.PathLike, device="cpu", dtype: str
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise UserError(f"{path} could not be loaded as a text-to-image pipeline ({_first_line(e)}); "
                         "set paths.t2i to a complete pipeline folder") from None
+    finally:
+        if bars:
+            diffusers.utils.logging.enable_progress_bar()
     _check_no_empty_weights(pipe, path)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -357,7 +362,7 @@ class Imaginer:
                 todo.append(job)
         if todo:
             log.info("imagining %d utterances (%d already done)", len(todo), result.cached)
-            with tqdm(total=len(todo), desc="imagining", unit="image") as bar:
+            with tqdm(total=len(todo), desc="imagining", unit="image", disable=None, leave=False) as bar:
                 for start in range(0, len(todo), self.batch_size):
                     batch = todo[start:start + self.batch_size]
                     self._draw(batch)

@@ -8,6 +8,9 @@ none of them encodes prompts, pads, picks a device or sets autocast itself.
 - Device: ``auto`` (the first CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
 - Dtype: the checkpoint's weights as loaded; on a GPU the forward passes run under bf16 autocast.
 - Weight paths: the ``paths.*`` a user names replace the checkpoint's saved ones; the others are kept.
+- Inputs: the clips' encoder features, or, for a model that encodes images itself (EmoVIT's InstructBLIP,
+  :attr:`InferenceCore.reads_pixels`), their pixel values ``{"image": (B, 3, S, S), "present": ...}`` made by
+  :attr:`InferenceCore.image_transform`.
 - Prompt layout: ``train`` (default), the release's training layout, which its checkpoint (and every one this
   project trains) was trained on and for which closed-set scores are meaningful; or ``release_eval``, the
   release's evaluation layout (a second BOS, all multimodal tokens at ``<VideoHere>``), which reproduces the
@@ -27,15 +30,17 @@ import torch
 from emotion_llama.encoders.tiny_pretrain import tiny_encoder_paths
 from emotion_llama.errors import UserError
 from emotion_llama.labels import MERR_LABELS
-from emotion_llama.model.checkpoint import load_checkpoint, read_config
+from emotion_llama.model.checkpoint import load_checkpoint, read_config, read_labels
 from emotion_llama.model.config import ModelConfig
-from emotion_llama.model.fusion import EmotionLLaMA
+from emotion_llama.model.fusion import PlaceholderFusion
+from emotion_llama.model.instructblip import ImageTransform, InstructBlipEmotion
 from emotion_llama.model.prompts import LAYOUTS, PromptParts, answer_text, canonical_instruction
 from emotion_llama.model.sequences import encode_answer, encode_prompt, pad_batch
 
 # Real-weight paths (the ``paths`` config group) and the model config keys they replace in a checkpoint.
 LLM_PATH_KEY = "llm"
 ENCODER_PATH_KEYS = ("eva", "mae", "videomae", "hubert")
+INSTRUCTBLIP_PATH_KEY = "instructblip"
 TINY_ENCODERS_KEY = "tiny_encoders"
 
 
@@ -68,7 +73,7 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def weight_paths(paths: Mapping[str, object] | None) -> dict[str, str]:
     """The real-weight paths set in a ``paths`` config group (they default to null: set means named)."""
     paths = paths or {}
-    return {k: str(paths[k]) for k in (LLM_PATH_KEY, *ENCODER_PATH_KEYS) if paths.get(k)}
+    return {k: str(paths[k]) for k in (LLM_PATH_KEY, *ENCODER_PATH_KEYS, INSTRUCTBLIP_PATH_KEY) if paths.get(k)}
 
 
 def checkpoint_overrides(ckpt_dir: str | Path, paths: Mapping[str, object] | None) -> dict:
@@ -79,6 +84,8 @@ def checkpoint_overrides(ckpt_dir: str | Path, paths: Mapping[str, object] | Non
     out: dict = {}
     if LLM_PATH_KEY in paths:
         out["llm_path"] = str(paths[LLM_PATH_KEY])
+    if INSTRUCTBLIP_PATH_KEY in paths:
+        out["instructblip_path"] = str(paths[INSTRUCTBLIP_PATH_KEY])
     given = {k: str(paths[k]) for k in ENCODER_PATH_KEYS if k in paths}
     if TINY_ENCODERS_KEY in paths:
         given = {**tiny_encoder_paths(paths[TINY_ENCODERS_KEY]), **given}
@@ -88,14 +95,15 @@ def checkpoint_overrides(ckpt_dir: str | Path, paths: Mapping[str, object] | Non
 
 
 class InferenceCore:
-    """A fusion model and its tokenizer on one device: closed-set scoring and generation over batches.
+    """A model (the fusion model or InstructBLIP) and its tokenizer on one device: closed-set scoring and
+    generation over batches.
 
     A batch is a list of subtitles (one per clip, ``""`` for none) and the clips' features
     ``{modality: (B, ...)}``; the core builds the prompts, pads them on the left, moves everything to its
     device and runs the model under the device's autocast policy.
     """
 
-    def __init__(self, model: EmotionLLaMA, tokenizer, config: ModelConfig | None = None,
+    def __init__(self, model: PlaceholderFusion, tokenizer, config: ModelConfig | None = None,
                  device: str | torch.device = "cpu", layout: str = "train"):
         if layout not in LAYOUTS:
             raise UserError(f"prompt_layout={layout} is not a prompt layout: use {' or '.join(LAYOUTS)}")
@@ -105,6 +113,9 @@ class InferenceCore:
         self.tokenizer = tokenizer
         self.config = config
         self._candidates: dict[tuple[str, ...], list[list[int]]] = {}
+        self._image_transform: ImageTransform | None = None
+        # The label set the checkpoint was trained on, when it records one (see read_labels).
+        self.labels: list[str] | None = None
 
     @classmethod
     def load(cls, checkpoint: str | Path, paths: Mapping[str, object] | None = None,
@@ -116,10 +127,27 @@ class InferenceCore:
             raise UserError(f"prompt_layout={layout} is not a prompt layout: use {' or '.join(LAYOUTS)}")
         resolved = resolve_device(device)
         model, config, tokenizer = load_checkpoint(checkpoint, checkpoint_overrides(checkpoint, paths), resolved)
-        return cls(model, tokenizer, config, resolved, layout)
+        core = cls(model, tokenizer, config, resolved, layout)
+        core.labels = read_labels(checkpoint)
+        return core
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device)
+
+    @property
+    def reads_pixels(self) -> bool:
+        """Whether the model encodes images itself (InstructBLIP): its inputs are pixel values, not features."""
+        return isinstance(self.model, InstructBlipEmotion)
+
+    @property
+    def image_transform(self) -> ImageTransform:
+        """HxWx3 uint8 RGB image -> the (3, S, S) pixel values the model was trained on (its image processor)."""
+        if not self.reads_pixels:
+            raise UserError("this checkpoint's model reads encoder features, not pixel values: extract features "
+                            "(tools/extract_features.py) for it")
+        if self._image_transform is None:
+            self._image_transform = ImageTransform(self.model.image_processor)
+        return self._image_transform
 
     # ------------------------------------------------------------------------------------------ prompts
 

@@ -1,8 +1,15 @@
-"""Inference on raw videos and images: decode, encode, score the emotion labels and, if asked, explain.
+"""Inference on raw videos, frame folders and images: decode, encode, score the emotion labels and, if asked,
+explain.
+
+A frame folder (a folder of a clip's frames as images, e.g. DFEW's ``Clip/clip_224x224/00001/``) is a clip like
+a video: its frames are sampled as a video's are, and without sidecar audio (``00001.wav`` beside the folder)
+its HuBERT features are absent in the presence mask. Which folders are frame folders: :func:`expand_inputs`.
 
 An image goes through the same model with EVA on the whole image, the face MAE on its largest face when one
 is found, and no motion or audio (absent in the presence mask); its prompt is the image prompt
-(:data:`~emotion_llama.model.prompts.IMAGE_TEMPLATE`, EmoVIT's instruction and answer format).
+(:data:`~emotion_llama.model.prompts.IMAGE_TEMPLATE`, EmoVIT's instruction and answer format). A checkpoint
+of the InstructBLIP backbone (EmoVIT's model) is given the image itself, as pixel values in its own image
+processing, and no encoder runs; it answers still images only (a video or frame folder is a :class:`Failure`).
 
 A :class:`Predictor` loads the checkpoint and its encoders once, then handles any number of videos in
 batches. Closed-set scores are the model's label log-likelihoods (each label + EOS scored as the answer,
@@ -13,9 +20,10 @@ A video that cannot be decoded becomes a :class:`Failure`; the others are still 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +32,24 @@ import torch
 from torch.utils.data import DataLoader
 
 from emotion_llama.datasets.features import stack_features
-from emotion_llama.datasets.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from emotion_llama.datasets.media import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    clip_name,
+    frame_files,
+    sidecar_audio,
+)
+from emotion_llama.datasets.pixels import pixel_batch
 from emotion_llama.encoders.build import build_encoders
 from emotion_llama.encoders.extract import FeatureEncoders, VideoFolder
 from emotion_llama.errors import UserError
 from emotion_llama.inference.core import InferenceCore
 from emotion_llama.labels import MERR_LABELS
 
+log = logging.getLogger(__name__)
+
 TASKS = ("emotion", "reason")
+IMAGE_FOLDER_MODES = ("auto", "clip", "images")
 
 
 @dataclass
@@ -63,19 +81,50 @@ class Failure:
         return f"{self.video}: {self.reason}"
 
 
-def expand_inputs(args: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders replaced by the video and image files inside them, sorted by name."""
+def numbered_frames(folder: Path) -> bool:
+    """Whether ``folder`` looks like one clip's frames: it holds images named by numbers alone (``00001.jpg``, as
+    DFEW's frame folders and ``ffmpeg -i clip.mp4 %05d.jpg`` name them), and no videos or subfolders."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if any(p.is_dir() or p.suffix.lower() in VIDEO_EXTENSIONS for p in entries):
+        return False
+    images = frame_files(folder)
+    return bool(images) and all(p.stem.isdigit() for p in images)
+
+
+def is_frame_folder(folder: Path, image_folder: str = "auto") -> bool:
+    """Whether a folder named on the command line is one clip (a frame folder) rather than a folder of inputs:
+    ``image_folder=clip`` says so of any folder holding images, ``images`` of none, ``auto`` of a folder of
+    numbered frames (:func:`numbered_frames`)."""
+    if image_folder not in IMAGE_FOLDER_MODES:
+        raise UserError(f"image_folder={image_folder}: use one of {', '.join(IMAGE_FOLDER_MODES)}")
+    if image_folder == "images":
+        return False
+    if image_folder == "clip":
+        return bool(frame_files(folder))
+    return numbered_frames(folder)
+
+
+def expand_inputs(args: Iterable[str | Path], image_folder: str = "auto") -> list[Path]:
+    """Files as given; a frame folder (see :func:`is_frame_folder`) as one clip; other folders replaced by the
+    video and image files inside them and their subfolders (frame folders, one clip each), sorted by name."""
     args, out = [Path(a) for a in args], []
     known = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
     for arg in args:
-        if arg.is_dir():
-            out += sorted(p for p in arg.iterdir() if p.is_file() and p.suffix.lower() in known)
-        else:
+        if not arg.is_dir():
             out.append(arg)
+        elif is_frame_folder(arg, image_folder):
+            if image_folder == "auto":
+                log.info("%s: %d numbered frames, read as one clip (image_folder=images reads each image alone)",
+                         arg, len(frame_files(arg)))
+            out.append(arg)
+        else:
+            entries = sorted(p for p in arg.iterdir() if not p.name.startswith("."))
+            sidecars = {sidecar_audio(p) for p in entries if p.is_dir()}
+            out += [p for p in entries if p.is_dir() or (p.suffix.lower() in known and p not in sidecars)]
     if not out:
         shown = " ".join(map(str, args))
-        raise UserError(f"no video or image files in {shown}: give videos ({', '.join(VIDEO_EXTENSIONS)}), "
-                        f"images ({', '.join(IMAGE_EXTENSIONS)}) or folders of them")
+        raise UserError(f"no videos, images or frame folders in {shown}: give videos ({', '.join(VIDEO_EXTENSIONS)}), "
+                        f"images ({', '.join(IMAGE_EXTENSIONS)}), folders of a clip's frames or folders of these")
     return out
 
 
@@ -121,24 +170,31 @@ class Predictor:
         checkpoint: str | Path | InferenceCore,
         paths: Mapping[str, object] | None = None,
         device: str | torch.device | None = "auto",
-        labels: Sequence[str] = MERR_LABELS,
+        labels: Sequence[str] | None = None,
         batch_size: int = 8,
         max_new_tokens: int = 96,
         num_workers: int = 0,
         asr_model: str | Path | None = None,
+        face_detector: str | None = None,
     ):
         """``checkpoint`` is a checkpoint folder (loaded with the user-named ``paths`` merged over its saved
-        weight paths) or an already loaded :class:`InferenceCore`."""
+        weight paths) or an already loaded :class:`InferenceCore`. ``labels``: the candidates scored; None: the
+        label set the checkpoint was trained on (MERR's for a checkpoint that does not record one).
+        ``face_detector``: mtcnn or haar (None: the default, mtcnn); use the one the training features were
+        extracted with."""
         if isinstance(checkpoint, InferenceCore):
             self.core = checkpoint
         else:
             self.core = InferenceCore.load(checkpoint, paths, device)
         self.device = self.core.device
         # The encoders feature extraction used for training: seeded tiny ones or those at the saved paths.
-        self.encoders = FeatureEncoders(build_encoders(self.core.config)).to(self.device).eval()
-        self.labels = list(labels)
+        # None for a model that encodes the images itself (InstructBLIP): it is given their pixels.
+        self.encoders = (None if self.core.reads_pixels
+                         else FeatureEncoders(build_encoders(self.core.config)).to(self.device).eval())
+        self.labels = list(labels if labels is not None else self.core.labels or MERR_LABELS)
         self.batch_size, self.max_new_tokens, self.num_workers = batch_size, max_new_tokens, num_workers
         self.asr = Transcriber(asr_model, self.device) if asr_model else None
+        self.face_detector = face_detector
 
     def predict(self, paths: Iterable[str | Path], subtitles: Mapping[str, str] | str | None = None,
                 task: str = "emotion", keep_image: bool = False) -> list[Prediction | Failure]:
@@ -150,12 +206,14 @@ class Predictor:
         if task not in TASKS:
             raise UserError(f"unknown task {task!r}: use task=emotion or task=reason")
         paths = [Path(p) for p in paths]
-        folder = VideoFolder(paths, eva_frame=self.core.config.eva_frame)  # the frame EVA saw in training
+        # The frame EVA saw in training, the faces found by the chosen detector.
+        folder = VideoFolder(paths, eva_frame=self.core.config.eva_frame, face_detector=self.face_detector)
         loader = DataLoader(folder, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=list)
         batches = iter(loader)
         for start in range(0, len(paths), self.batch_size):
             with native_stderr_silenced():
                 clips = next(batches)
+            clips = [self._readable(c) for c in clips]
             yield from self._batch(paths[start:start + len(clips)], clips, subtitles, task, keep_image)
 
     def _batch(self, paths: list[Path], clips: list[dict], subtitles, task: str,
@@ -174,15 +232,25 @@ class Predictor:
                 results[i] = pred
         yield from (results[i] for i in range(len(clips)))
 
+    def _readable(self, clip: dict) -> dict:
+        """``clip``, or its failure when the model cannot take it: a model of still images (InstructBLIP) is
+        given no video."""
+        if self.core.reads_pixels and "error" not in clip and not clip.get("image"):
+            return {"name": clip.get("name", ""), "error": "not a still image: this checkpoint's model "
+                    f"(model.backbone={self.core.config.backbone}) answers images only"}
+        return clip
+
     def _subtitle(self, path: Path, clip: dict, subtitles: Mapping[str, str] | str | None) -> str:
         if isinstance(subtitles, str):
             return subtitles
-        text = (subtitles or {}).get(path.stem)
+        text = (subtitles or {}).get(clip_name(path))
         if text is None and self.asr is not None and clip["audio_found"] and len(clip["audio"]):
             return self.asr(clip["audio"])
         return text or ""
 
     def _features(self, clips: list[dict]) -> dict[str, torch.Tensor]:
+        if self.core.reads_pixels:  # the image as read (read_image), in the model's own image processing
+            return pixel_batch([c["eva_image"] for c in clips], self.core.image_transform)
         with self.core.autocast():
             per_clip = self.encoders(clips)  # also sets audio_found=False for tracks too short to use
         return stack_features([{m: torch.from_numpy(a.astype(np.float32)) for m, a in f.items()} for f in per_clip])
@@ -229,13 +297,30 @@ def format_prediction(pred: Prediction) -> str:
 
 def card_paths(out: str | Path, videos: Sequence[str]) -> dict[str, Path]:
     """Where each video's card goes: ``out`` itself for one video and a ``.png`` name; otherwise
-    ``OUT_<stem>.png`` beside it, or ``<stem>.png`` inside ``out`` when it is a folder (or has no suffix)."""
+    ``OUT_<stem>.png`` beside it, or ``<stem>.png`` inside ``out`` when it is a folder (or has no suffix); a frame
+    folder's name stands for the stem. Every card lands in the same folder."""
     out = Path(out)
     if out.is_dir() or not out.suffix:
-        return {v: out / f"{Path(v).stem}.png" for v in videos}
+        return {v: out / f"{clip_name(v)}.png" for v in videos}
     if len(videos) == 1:
         return {videos[0]: out}
-    return {v: out.with_name(f"{out.stem}_{Path(v).stem}{out.suffix}") for v in videos}
+    return {v: out.with_name(f"{out.stem}_{clip_name(v)}{out.suffix}") for v in videos}
+
+
+@contextlib.contextmanager
+def card_set(cards: Mapping[str, Path]) -> Iterator[Callable[[Prediction], Path]]:
+    """Save cards as one set: ``save(pred)`` draws a card into a staging folder, and the cards move into place
+    together when the block ends without an error; an interrupted run leaves the cards of the run before."""
+    from emotion_llama.fileio import atomic_files
+
+    folders = {path.parent for path in cards.values()}
+    if not cards:
+        yield lambda pred: None
+        return
+    if len(folders) != 1:
+        raise ValueError(f"the cards of one run go into one folder, got {sorted(map(str, folders))}")
+    with atomic_files(folders.pop()) as staging:
+        yield lambda pred: save_card(pred, staging / cards[pred.video].name)
 
 
 def save_card(pred: Prediction, path: str | Path) -> Path:

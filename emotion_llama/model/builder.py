@@ -1,4 +1,5 @@
-"""Building the tokenizer and the fusion model from a :class:`ModelConfig`."""
+"""Building the tokenizer and the model from a :class:`ModelConfig`: the Emotion-LLaMA fusion model, or EmoVIT's
+InstructBLIP (``model.backbone``), both :class:`~emotion_llama.model.fusion.PlaceholderFusion` models."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from transformers import PreTrainedTokenizerBase
 from emotion_llama.encoders.build import EncoderShapes, encoder_shapes
 from emotion_llama.errors import WeightsNotFoundError
 from emotion_llama.model.config import ModelConfig
-from emotion_llama.model.fusion import EmotionLLaMA
+from emotion_llama.model.fusion import EmotionLLaMA, PlaceholderFusion
+from emotion_llama.model.instructblip import InstructBlipEmotion, build_instructblip_backbone
 from emotion_llama.model.llm import LLAMA2_7B, apply_lora, load_llm
 from emotion_llama.model.prompts import FEATURE_TOKEN, VIDEO_TOKEN
 from emotion_llama.model.tokenizer import base_vocab_size, build_tiny_tokenizer, load_tokenizer
@@ -34,8 +36,10 @@ def build_model(
     tokenizer: PreTrainedTokenizerBase | None,
     shapes: EncoderShapes | None = None,
     device: str | torch.device | None = None,
-) -> EmotionLLaMA:
-    """The fusion model with LoRA applied, built on ``device`` (default: the current default device).
+) -> PlaceholderFusion:
+    """The model ``cfg.backbone`` names: the fusion model with LoRA applied (``emotion_llama``), or InstructBLIP
+    (``instructblip``, see :func:`build_instructblip_model`), built on ``device`` (default: the current default
+    device).
 
     The frozen base LLM is in the preset's dtype (bf16 for the real preset); every trainable weight
     (projectors, LoRA factors, ``modules_to_save`` copies) is fp32, so that small AdamW steps are kept
@@ -46,6 +50,8 @@ def build_model(
     inspection, ``tokenizer`` may be None (the placeholders then take the ids right after the LLM's
     vocabulary, as they do with the real LLaMA tokenizer).
     """
+    if cfg.is_instructblip:
+        return build_instructblip_model(cfg, tokenizer, device)
     shapes = shapes or encoder_shapes(cfg)
     device = torch.device(device) if device is not None else torch.get_default_device()
     on_meta = device.type == "meta"
@@ -71,3 +77,27 @@ def build_model(
         )
     model.projectors.to(TRAINABLE_DTYPE)
     return model
+
+
+def build_instructblip_model(
+    cfg: ModelConfig,
+    tokenizer: PreTrainedTokenizerBase | None,
+    device: str | torch.device | None = None,
+) -> InstructBlipEmotion:
+    """EmoVIT's InstructBLIP: read from ``cfg.instructblip_path``, or (None) a random one built from
+    ``instructblip_arch`` and ``llm_arch`` (empty: the tiny preset's) with a fixed seed that leaves the global RNG
+    untouched, so a checkpoint's model is rebuilt the same way (its saved ``base_instructblip/`` is then copied
+    in). The vision tower and the LLM are frozen in ``cfg.dtype``; the Q-Former side is trained in fp32. On the
+    meta device only shapes are built (``instructblip_arch`` and ``llm_arch`` are then the architecture)."""
+    return build_instructblip_backbone(
+        tokenizer,
+        path=cfg.instructblip_path,
+        arch=cfg.instructblip_arch or None,
+        llm_arch=cfg.llm_arch or None,
+        dtype=cfg.torch_dtype,
+        device=device,
+        qformer_tokenizer_path=cfg.qformer_tokenizer_path,
+        qformer_max_length=cfg.qformer_max_length,
+        train_llm=cfg.train_llm,
+        weights_required=cfg.weights_required,
+    )

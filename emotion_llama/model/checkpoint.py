@@ -11,7 +11,7 @@ Layout of a checkpoint folder::
                                 Hugging Face model folder (config.json, model.safetensors) of the base LLM
                                 as built, i.e. without the LoRA deltas and with the untrained originals of
                                 the ``modules_to_save`` modules
-    meta.json                   free-form training metadata (stage, step, metrics)
+    meta.json                   training metadata (stage, step, metrics, labels: the label set it learnt)
 
 So any checkpoint opens with plain transformers + peft (the placeholder tokens and projectors need this
 project)::
@@ -24,6 +24,21 @@ project)::
 stage 2, continues with the RNG state it always had), ``base_llm/`` is copied in, then the adapter is loaded;
 a real preset's LLM is read from its folder by ``from_pretrained``. Checkpoints written before ``base_llm/``
 existed hold a single ``base_llm.safetensors`` (the peft-wrapped state dict) and still load.
+
+A checkpoint of the InstructBLIP backbone (``model.backbone: instructblip``, EmoVIT's model) holds, beside
+``config.yaml``, ``tokenizer/`` and ``meta.json``::
+
+    trainable.safetensors       the trained weights: Q-Former, query tokens, language projection (and the LLM
+                                with ``train_llm``), under transformers' InstructBLIP names
+    qformer_tokenizer/          the Q-Former's BERT tokenizer
+    base_instructblip/          only when the model has no weights folder (the random tiny preset): the whole
+                                InstructBLIP as exported, a Hugging Face folder (config.json, model.safetensors,
+                                preprocessor_config.json, the tokenizers) that
+                                ``InstructBlipForConditionalGeneration.from_pretrained`` reads
+
+:func:`load_checkpoint` builds the model as at training time (the random preset with its fixed seed, which draws
+nothing from the global RNG), copies ``base_instructblip/`` in (read by ``from_pretrained``), then the trained
+weights.
 
 Loading reports missing and unexpected keys and fails on missing ones: silently dropping LoRA weights
 (as a strict=False load does when peft renames keys) must never go unnoticed. Before anything is built,
@@ -53,13 +68,22 @@ from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_dir
 from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.config import ModelConfig
-from emotion_llama.model.fusion import EmotionLLaMA
+from emotion_llama.model.fusion import EmotionLLaMA, PlaceholderFusion
+from emotion_llama.model.instructblip import (
+    QFORMER_TOKENIZER_DIR,
+    InstructBlipEmotion,
+    InstructBlipLoadError,
+    read_instructblip,
+)
 from emotion_llama.model.tokenizer import add_placeholders
 
 log = logging.getLogger(__name__)
 
 BASE_LLM_DIR = "base_llm"
 LEGACY_BASE_LLM = "base_llm.safetensors"  # the peft-wrapped state dict older checkpoints hold
+BASE_INSTRUCTBLIP_DIR = "base_instructblip"
+TRAINABLE_FILE = "trainable.safetensors"  # InstructBLIP's trained weights
+_BLIP_PREFIX = "blip."  # InstructBlipEmotion.state_dict() name = this + transformers' InstructBLIP name
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 # Module names peft inserts between a base module and its weights, and the parts that belong to the adapter.
 _PEFT_WRAPPERS = ("base_layer", "original_module")
@@ -87,7 +111,7 @@ class LoadReport:
 
 
 def save_checkpoint(
-    model: EmotionLLaMA,
+    model: PlaceholderFusion,
     cfg: ModelConfig,
     tokenizer,
     out_dir: str | Path,
@@ -100,7 +124,10 @@ def save_checkpoint(
     tensors (``model`` then gives only the structure): e.g. the full state gathered from the ranks of a
     sharded (ZeRO-3) run, whose ``model`` holds only its shard. It must hold every trainable weight, and
     every weight when ``cfg.llm_path`` is None (the base LLM is saved too); a missing one is an error.
+    An InstructBLIP model is saved in its own layout (see the module doc).
     """
+    if isinstance(model, InstructBlipEmotion):
+        return save_instructblip_checkpoint(model, cfg, tokenizer, out_dir, meta, state_dict)
     out_dir = Path(out_dir)
     llm_state = proj_state = None
     if state_dict is not None:
@@ -115,6 +142,34 @@ def save_checkpoint(
         if cfg.llm_path is None:
             save_base_llm(model.llm, tmp / BASE_LLM_DIR, llm_state)
         tokenizer.save_pretrained(tmp / "tokenizer")
+        OmegaConf.save(OmegaConf.create(cfg.to_dict()), tmp / "config.yaml")
+        (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2, default=str))
+    return out_dir
+
+
+def save_instructblip_checkpoint(
+    model: InstructBlipEmotion,
+    cfg: ModelConfig,
+    tokenizer,
+    out_dir: str | Path,
+    meta: dict | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """:func:`save_checkpoint` of an InstructBLIP model: its trained weights, tokenizers and config, and, for a
+    model without a weights folder, the whole InstructBLIP in ``base_instructblip/``."""
+    out_dir = Path(out_dir)
+    state = model.state_dict() if state_dict is None else state_dict
+    needed = {n for n, p in model.named_parameters() if p.requires_grad or cfg.random_base}
+    missing = sorted(needed - set(state))
+    if missing:
+        raise CheckpointError(f"the state to save lacks {len(missing)} of the model's weights, e.g. {missing[0]}")
+    trained = {k.removeprefix(_BLIP_PREFIX): v for k, v in state.items() if model.is_trainable_key(k)}
+    with atomic_dir(out_dir) as tmp:
+        save_file(_contiguous(trained), tmp / TRAINABLE_FILE)
+        if cfg.random_base:
+            model.save_pretrained(tmp / BASE_INSTRUCTBLIP_DIR, state_dict=state)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        model.qformer_tokenizer.save_pretrained(tmp / QFORMER_TOKENIZER_DIR)
         OmegaConf.save(OmegaConf.create(cfg.to_dict()), tmp / "config.yaml")
         (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2, default=str))
     return out_dir
@@ -145,6 +200,23 @@ def save_base_llm(llm: PeftModel, out: Path, state: dict[str, torch.Tensor] | No
     plain = AutoModelForCausalLM.from_config(base.config, dtype=base.dtype)
     plain.load_state_dict(base_llm_state(llm, state), strict=True)  # every base weight, nothing of the adapter
     plain.save_pretrained(out)
+
+
+def read_labels(ckpt_dir: str | Path) -> list[str] | None:
+    """The label set a checkpoint was trained on (``meta.json``'s ``labels``), None when it does not say
+    (checkpoints written before it was recorded, imported official ones)."""
+    path = Path(ckpt_dir) / "meta.json"
+    if not path.is_file():
+        return None
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8")).get("labels")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise CheckpointError(f"{path} is not a JSON object ({err}): restore it from the training run") from None
+    if labels is None:
+        return None
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+        raise CheckpointError(f"{path}: labels must be a non-empty list of label names, got {labels!r}")
+    return labels
 
 
 def read_config(ckpt_dir: str | Path, overrides: dict | None = None) -> ModelConfig:
@@ -181,6 +253,9 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
     truncated file is named here rather than failing deep inside a loader.
     """
     ckpt_dir = Path(ckpt_dir)
+    if cfg.is_instructblip:
+        check_instructblip_layout(ckpt_dir, cfg)
+        return
     incomplete = "the checkpoint folder is incomplete: copy the whole folder again or re-export it"
     random_llm = cfg.llm_path is None
     base_dir, legacy = ckpt_dir / BASE_LLM_DIR, ckpt_dir / LEGACY_BASE_LLM
@@ -224,6 +299,45 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
         read_safetensors(path, header_only=True)
 
 
+def check_instructblip_layout(ckpt_dir: Path, cfg: ModelConfig) -> None:
+    """:func:`check_layout` of an InstructBLIP checkpoint: ``trainable.safetensors`` always; a model without a
+    weights folder (the random tiny preset) also needs ``base_instructblip/``, ``tokenizer/`` and
+    ``qformer_tokenizer/`` (new tokenizers would number the tokens differently)."""
+    incomplete = "the checkpoint folder is incomplete: copy the whole folder again or re-export it"
+    needed = [ckpt_dir / TRAINABLE_FILE]
+    if cfg.random_base:
+        base_dir = ckpt_dir / BASE_INSTRUCTBLIP_DIR
+        if not base_dir.is_dir():
+            if cfg.weights_required:
+                cfg.check_llm_weights()  # a real preset without its model folder: name paths.instructblip
+            raise CheckpointError(f"{base_dir} not found: the model's frozen InstructBLIP weights are saved there; "
+                                  f"{incomplete}")
+        config = base_dir / "config.json"
+        if not config.is_file():
+            raise CheckpointError(f"{config} not found: {incomplete}")
+        _check_json(config, incomplete)
+        weights = sorted(base_dir.glob("*.safetensors"))
+        if not weights:
+            raise CheckpointError(f"{base_dir} holds no *.safetensors weights: {incomplete}")
+        needed += weights
+        for name, what in (("tokenizer", "the LLM's"), (QFORMER_TOKENIZER_DIR, "the Q-Former's")):
+            if not (ckpt_dir / name).is_dir():
+                raise CheckpointError(f"{ckpt_dir / name} not found: {what} token ids are defined there and a new "
+                                      f"tokenizer would number them differently; {incomplete}")
+    for tok_dir in (ckpt_dir / "tokenizer", ckpt_dir / QFORMER_TOKENIZER_DIR):
+        if tok_dir.is_dir():
+            files = [tok_dir / n for n in (*TOKENIZER_FILES, "vocab.txt") if (tok_dir / n).is_file()]
+            if not files:
+                raise CheckpointError(f"{tok_dir} holds no tokenizer files: {incomplete}")
+            for path in files:
+                if path.suffix == ".json":
+                    _check_json(path, incomplete)
+    for path in needed:
+        if not path.is_file():
+            raise CheckpointError(f"{path} not found: {incomplete}")
+        read_safetensors(path, header_only=True)
+
+
 def read_safetensors(path: Path, header_only: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of ``path`` (with ``header_only``, just check that its header describes the whole file);
     a corrupt or truncated file is a CheckpointError naming it."""
@@ -255,7 +369,7 @@ def load_checkpoint(
     overrides: dict | None = None,
     device: str | torch.device = "cpu",
     shapes: EncoderShapes | None = None,
-) -> tuple[EmotionLLaMA, ModelConfig, object]:
+) -> tuple[PlaceholderFusion, ModelConfig, object]:
     """Rebuild the model from ``config.yaml`` (``overrides`` e.g. a new ``llm_path``) and load its weights.
 
     The model is built straight on ``device`` in the config's dtype (the LLM read onto it by
@@ -285,9 +399,12 @@ def load_checkpoint(
     return model.to(device), cfg, tokenizer  # a no-op unless something was left elsewhere
 
 
-def load_weights(model: EmotionLLaMA, ckpt_dir: str | Path) -> None:
+def load_weights(model: PlaceholderFusion, ckpt_dir: str | Path) -> None:
     """Load a checkpoint's trainable weights (and the tiny preset's base LLM) into ``model`` strictly."""
     ckpt_dir = Path(ckpt_dir)
+    if isinstance(model, InstructBlipEmotion):
+        load_instructblip_weights(model, ckpt_dir)
+        return
     base_dir, legacy = ckpt_dir / BASE_LLM_DIR, ckpt_dir / LEGACY_BASE_LLM
     if base_dir.is_dir():
         load_base_llm(model, base_dir)
@@ -302,6 +419,50 @@ def load_weights(model: EmotionLLaMA, ckpt_dir: str | Path) -> None:
         raise CheckpointError(f"{proj} not found: the checkpoint folder is incomplete")
     result = model.projectors.load_state_dict(read_safetensors(proj), strict=False)
     LoadReport(list(result.missing_keys), list(result.unexpected_keys)).raise_if_missing(proj)
+
+
+def load_instructblip_weights(model: InstructBlipEmotion, ckpt_dir: Path) -> None:
+    """An InstructBLIP checkpoint into ``model`` strictly: ``base_instructblip/`` (when there is one), the trained
+    weights, and the saved Q-Former tokenizer (whose ids the trained Q-Former was trained with)."""
+    base_dir = ckpt_dir / BASE_INSTRUCTBLIP_DIR
+    if base_dir.is_dir():
+        try:
+            base = read_instructblip(base_dir, dtype=torch.float32, device="cpu")
+        except InstructBlipLoadError as err:
+            raise CheckpointError(f"{_first_line(err)}; copy the checkpoint folder again or re-export it") from None
+        _copy_checked(model.blip, base.state_dict(), base_dir)
+        del base
+    path = ckpt_dir / TRAINABLE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: the checkpoint folder is incomplete")
+    saved = {_BLIP_PREFIX + k: v for k, v in read_safetensors(path).items()}
+    want = set(model.trainable_state_dict())
+    LoadReport(sorted(want - set(saved)), sorted(set(saved) - want)).raise_if_missing(path)
+    _copy_checked(model, {k: saved[k] for k in want}, path, only=want)
+    qformer_dir = ckpt_dir / QFORMER_TOKENIZER_DIR
+    if qformer_dir.is_dir():
+        try:
+            model.qformer_tokenizer = AutoTokenizer.from_pretrained(str(qformer_dir), local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{qformer_dir} is not a readable tokenizer ({_first_line(err)}): copy the "
+                                  "checkpoint folder again or re-export it") from None
+
+
+def _copy_checked(module: torch.nn.Module, saved: dict[str, torch.Tensor], where: Path,
+                  only: set[str] | None = None) -> None:
+    """Copy ``saved`` into ``module``'s state (``only``: just those keys), refusing a missing weight or one of
+    another shape in one line naming ``where`` (load_state_dict would fill nothing or fail with a traceback)."""
+    own = module.state_dict()
+    want = set(own) if only is None else only
+    report = LoadReport(missing=sorted(want - set(saved)), unexpected=sorted(set(saved) - set(own)))
+    report.raise_if_missing(where)
+    for key in sorted(want):
+        if saved[key].shape != own[key].shape:
+            raise CheckpointError(f"{where}: {key} has shape {tuple(saved[key].shape)} where the model has "
+                                  f"{tuple(own[key].shape)}; the checkpoint does not match this model config")
+    with torch.no_grad():
+        for key in want:
+            own[key].copy_(saved[key])
 
 
 def load_base_llm(model: EmotionLLaMA, base_dir: Path) -> LoadReport:

@@ -16,6 +16,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # Which frame of a video EVA sees: the expression's apex ("peak", as the paper describes) or the video's
 # first decoded frame, whole ("first", what the release trains and evaluates on).
 EVA_FRAMES = ("peak", "first")
+# The model between the prompt and the LLM: Emotion-LLaMA's projectors over cached encoder features, or EmoVIT's
+# InstructBLIP (a ViT and an instruction-aware Q-Former reading the image's pixels; no feature cache).
+BACKBONES = ("emotion_llama", "instructblip")
 
 
 class ModelConfigError(UserError, ValueError):
@@ -25,6 +28,7 @@ class ModelConfigError(UserError, ValueError):
 @dataclass
 class ModelConfig:
     preset: str = "tiny"
+    backbone: str = "emotion_llama"
     # Local weights. A null LLM path builds a random LLaMA with ``llm_arch`` (the tiny preset).
     llm_path: str | None = None
     llm_arch: dict[str, Any] = field(default_factory=dict)
@@ -40,12 +44,31 @@ class ModelConfig:
     weights_required: bool = False
     # The frame EVA encodes (see EVA_FRAMES); part of the feature-extraction fingerprint.
     eva_frame: str = "peak"
+    # backbone=instructblip (emotion_llama.model.instructblip). A Hugging Face InstructBLIP folder; None builds a
+    # seeded random one from ``instructblip_arch`` (transformers' vision_config / qformer_config fields and
+    # num_query_tokens) and ``llm_arch`` (the tiny preset).
+    instructblip_path: str | None = None
+    instructblip_arch: dict[str, Any] = field(default_factory=dict)
+    # None: <instructblip_path>/qformer_tokenizer, or a tiny one built from the project's text.
+    qformer_tokenizer_path: str | None = None
+    qformer_max_length: int = 128
+    # Also train the whole LLM (the Q-Former, its query tokens and the language projection always are).
+    train_llm: bool = False
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
             self.lora = LoraSpec(**self.lora)
         self.lora.target_modules = tuple(self.lora.target_modules)
         self.lora.modules_to_save = tuple(self.lora.modules_to_save)
+        if self.backbone not in BACKBONES:
+            raise ModelConfigError(f"model.backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if not isinstance(self.instructblip_arch, dict):
+            raise ModelConfigError("model.instructblip_arch must be a mapping of vision_config, qformer_config and "
+                                   f"num_query_tokens, got {self.instructblip_arch!r}")
+        if isinstance(self.qformer_max_length, bool) or not isinstance(self.qformer_max_length, int) \
+                or self.qformer_max_length < 1:
+            raise ModelConfigError(f"model.qformer_max_length must be a whole number of at least 1, "
+                                   f"got {self.qformer_max_length!r}")
         if self.encoder_size not in ("tiny", "real"):
             raise ModelConfigError(f"model.encoder_size must be 'tiny' or 'real', got {self.encoder_size!r}")
         if self.dtype not in DTYPES:
@@ -59,9 +82,29 @@ class ModelConfig:
             raise ModelConfigError(f"model.encoder_paths has unknown encoders {sorted(unknown)}")
 
     def check_llm_weights(self) -> None:
-        """Fail early, naming the key to set, when a real preset has no LLM folder."""
-        if self.weights_required and (self.llm_path is None or not Path(self.llm_path).is_dir()):
-            raise WeightsNotFoundError("LLM", self.llm_path or "<unset>", "paths.llm")
+        """Fail early, naming the key to set, when a real preset has no LLM folder (InstructBLIP: no model folder)."""
+        if self.is_instructblip:
+            path, what, key = self.instructblip_path, "InstructBLIP", "paths.instructblip"
+        else:
+            path, what, key = self.llm_path, "LLM", "paths.llm"
+        if self.weights_required and (path is None or not Path(path).is_dir()):
+            raise WeightsNotFoundError(what, path or "<unset>", key)
+
+    @property
+    def is_instructblip(self) -> bool:
+        return self.backbone == "instructblip"
+
+    @property
+    def random_base(self) -> bool:
+        """Whether the frozen base weights are built random (no weights folder): a checkpoint must then hold
+        them (``base_llm/``, ``base_instructblip/``), while a folder's are re-read from it."""
+        return (self.instructblip_path if self.is_instructblip else self.llm_path) is None
+
+    @property
+    def reads_pixels(self) -> bool:
+        """Whether the model encodes images itself (``features["image"]``: pixel values) instead of reading
+        cached encoder features; such a model needs no feature extraction."""
+        return self.is_instructblip
 
     @property
     def torch_dtype(self) -> torch.dtype:

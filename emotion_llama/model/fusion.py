@@ -29,6 +29,9 @@ FEATURE_MODALITIES: tuple[str, ...] = ("mae", "videomae", "hubert")
 # The columns of the presence mask ``features[PRESENT]``.
 MODALITIES: tuple[str, ...] = ("eva", "mae", "videomae", "hubert")
 PRESENT = "present"
+# Pixel values (B, 3, S, S) of a still image, for a backbone that encodes images itself (InstructBLIP); the image
+# is the ``eva`` column of the presence mask.
+IMAGE = "image"
 EVA_MERGE = 4  # neighbouring EVA patch tokens concatenated into one LLM token (1024 -> 256 at 448 px)
 
 

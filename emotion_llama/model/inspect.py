@@ -16,6 +16,8 @@ def _count(module: torch.nn.Module, trainable_only: bool = False) -> int:
 
 
 def inspect_model(cfg: ModelConfig) -> dict:
+    if cfg.is_instructblip:
+        return inspect_instructblip(cfg)
     shapes = encoder_shapes(cfg)
     with torch.device("meta"):
         model = build_model(cfg, tokenizer=None, shapes=shapes)
@@ -40,4 +42,32 @@ def inspect_model(cfg: ModelConfig) -> dict:
         "llm_layers": model.llm.config.num_hidden_layers,
         "encoder_dims": shapes.dims,
         "eva_patches": shapes.eva_patches,
+    }
+
+
+def inspect_instructblip(cfg: ModelConfig) -> dict:
+    """The InstructBLIP backbone's figures: its vision tower, Q-Former and LLM (which replace the encoders and the
+    projectors; there is no LoRA), from ``instructblip_arch`` and ``llm_arch``."""
+    with torch.device("meta"):
+        model = build_model(cfg, tokenizer=None)
+    blip = model.blip
+    params = {
+        "vision": _count(blip.vision_model),
+        "qformer": _count(blip.qformer) + blip.query_tokens.numel(),
+        "language_projection": _count(blip.language_projection),
+        "llm": _count(blip.language_model),
+    }
+    return {
+        "preset": cfg.preset,
+        "backbone": cfg.backbone,
+        "params": params,
+        "total_params": sum(params.values()),
+        "trainable_params": _count(model, trainable_only=True),
+        "lora_params": 0,
+        "multimodal_tokens": model.num_multimodal_tokens,
+        "video_tokens": model.num_video_tokens,
+        "feature_tokens": model.num_feature_tokens,
+        "llm_hidden_size": model.llm.get_input_embeddings().embedding_dim,
+        "llm_layers": model.llm.config.num_hidden_layers,
+        "image_size": blip.config.vision_config.image_size,
     }

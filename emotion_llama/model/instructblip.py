@@ -59,7 +59,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from emotion_llama.errors import UserError, WeightsNotFoundError
 from emotion_llama.labels import DFEW_LABELS, MERR_LABELS
-from emotion_llama.model.fusion import MODALITIES, PlaceholderFusion, presence
+from emotion_llama.model.fusion import IMAGE, MODALITIES, PlaceholderFusion, presence
 from emotion_llama.model.llm import LLAMA2_7B, llama_config
 from emotion_llama.model.prompts import (
     DESCRIBE_POOL,
@@ -82,7 +82,6 @@ QFORMER_MAX_LENGTH = 128  # InstructBLIP's max_txt_len for the Q-Former's instru
 QFORMER_INPUT_IDS = "qformer_input_ids"
 QFORMER_ATTENTION_MASK = "qformer_attention_mask"
 PROMPT_MASK = "prompt_mask"
-IMAGE = "image"
 IMAGE_MODALITY = MODALITIES.index("eva")
 # Trained parts of ``self.blip`` (with ``train_llm`` also the LLM).
 TRAINABLE_PARTS = ("query_tokens", "qformer", "language_projection")
@@ -318,11 +317,23 @@ class InstructBlipEmotion(PlaceholderFusion):
         result = self.load_state_dict(dict(state), strict=False)
         assert not result.unexpected_keys and not (want & set(result.missing_keys))
 
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | Path, state_dict: Mapping[str, Tensor] | None = None) -> Path:
         """A folder :func:`load_instructblip` reads back: the InstructBLIP model (all of it, as it is now),
-        ``preprocessor_config.json``, the LLM tokenizer and ``qformer_tokenizer/``."""
+        ``preprocessor_config.json``, the LLM tokenizer and ``qformer_tokenizer/``.
+
+        ``state_dict``: the weights to write, under this model's ``state_dict()`` names, instead of its own
+        tensors (e.g. the full state gathered from the ranks of a sharded run); it must hold every weight."""
         folder = Path(folder)
-        self.blip.save_pretrained(folder)
+        if state_dict is None:
+            self.blip.save_pretrained(folder)
+        else:
+            names = [n for n, _ in self.named_parameters()]
+            missing = sorted(set(names) - set(state_dict))
+            if missing:
+                raise ValueError(f"the state to save lacks {len(missing)} weights, e.g. {missing[0]}")
+            own = self.blip.state_dict()
+            blip_state = {k: state_dict.get("blip." + k, v) for k, v in own.items()}
+            self.blip.save_pretrained(folder, state_dict={k: v.detach().contiguous() for k, v in blip_state.items()})
         self.image_processor.save_pretrained(folder)
         if self.qformer_tokenizer is not None:
             self.qformer_tokenizer.save_pretrained(folder / QFORMER_TOKENIZER_DIR)
@@ -513,14 +524,37 @@ def load_instructblip(
     device = torch.device(device) if device is not None else torch.get_default_device()
     if not folder.is_dir():
         raise WeightsNotFoundError("InstructBLIP", folder, config_key)
+    check_instructblip_folder(folder, config_key)
+    qformer_tokenizer = load_qformer_tokenizer(folder, qformer_tokenizer_path)
+    blip = read_instructblip(folder, dtype, device)
+    if llm_tokenizer is not None:
+        extend_vocabulary(blip, base_vocab_size(llm_tokenizer))
+    model = InstructBlipEmotion(blip, llm_tokenizer, qformer_tokenizer, load_image_processor(folder),
+                                qformer_max_length=qformer_max_length, train_llm=train_llm)
+    return model.to(device)
+
+
+def check_instructblip_folder(folder: Path, config_key: str = "paths.instructblip") -> None:
+    """Refuse, in one line naming the folder, a folder whose ``config.json`` is not an InstructBLIP model's."""
     config_file = folder / "config.json"
-    model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        model_type = "<unreadable config.json>"
     if model_type != "instructblip":
         raise InstructBlipLoadError(
             f"{folder} is not an InstructBLIP model folder (its config.json must have model_type 'instructblip', "
             f"found {model_type!r}): set {config_key} to a folder saved by InstructBlipForConditionalGeneration"
         )
-    qformer_tokenizer = load_qformer_tokenizer(folder, qformer_tokenizer_path)
+
+
+def read_instructblip(folder: str | Path, dtype: torch.dtype = torch.float32,
+                      device: str | torch.device | None = None) -> InstructBlipForConditionalGeneration:
+    """``InstructBlipForConditionalGeneration.from_pretrained(folder)`` in ``dtype``, read straight onto ``device``,
+    refusing (one line naming the folder) a folder that lacks any weight: transformers would initialise it
+    randomly and only warn."""
+    folder = Path(folder)
+    device = torch.device(device) if device is not None else torch.get_default_device()
     placement = {} if device.type == "cpu" else {"device_map": device}
     blip, info = InstructBlipForConditionalGeneration.from_pretrained(
         str(folder), local_files_only=True, dtype=dtype, output_loading_info=True, **placement
@@ -535,11 +569,7 @@ def load_instructblip(
     if info.get("unexpected_keys"):
         unexpected = sorted(info["unexpected_keys"])
         log.warning("%s: %d unexpected weights ignored, e.g. %s", folder, len(unexpected), unexpected[:3])
-    if llm_tokenizer is not None:
-        extend_vocabulary(blip, base_vocab_size(llm_tokenizer))
-    model = InstructBlipEmotion(blip, llm_tokenizer, qformer_tokenizer, load_image_processor(folder),
-                                qformer_max_length=qformer_max_length, train_llm=train_llm)
-    return model.to(device)
+    return blip
 
 
 def extend_vocabulary(blip: InstructBlipForConditionalGeneration, vocab_size: int) -> None:

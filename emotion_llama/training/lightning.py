@@ -14,15 +14,16 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
 
 from emotion_llama.datasets.instruction import EpochSampler, MERRDataset, collate
 from emotion_llama.errors import UserError
-from emotion_llama.model.fusion import EmotionLLaMA
+from emotion_llama.model.fusion import PlaceholderFusion
 
 
 class EmotionLLaMAModule(L.LightningModule):
-    """Trains the fusion model's trainable parts; validates with loss and closed-set label scoring."""
+    """Trains a model's trainable parts (the fusion model's, or InstructBLIP's Q-Former side); validates with loss
+    and closed-set label scoring."""
 
     def __init__(
         self,
-        model: EmotionLLaMA,
+        model: PlaceholderFusion,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None,
         label_candidates: Sequence[Sequence[int]],

@@ -26,10 +26,12 @@ from emotion_llama.datasets.image_instruction import (
     load_turns,
 )
 from emotion_llama.datasets.instruction import MERRDataset, keep_with_features, load_records
+from emotion_llama.datasets.pixels import ImagePixels
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_write_text
 from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.checkpoint import load_checkpoint, read_config, save_checkpoint
+from emotion_llama.model.instructblip import ImageTransform, InstructBlipEmotion
 from emotion_llama.model.llm import enable_checkpointing
 from emotion_llama.model.prompts import answer_text
 from emotion_llama.model.sequences import encode_answer
@@ -54,7 +56,10 @@ def _image_dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, 
     records = _image_records(cfg, split)
     if records is None:
         return None
-    records = keep_images_with_features(records, store, cfg.data.on_missing_features)
+    if isinstance(model, InstructBlipEmotion):  # it encodes the pixels itself: no feature cache
+        store = ImagePixels([r.image for r in records], ImageTransform(model.image_processor))
+    else:
+        records = keep_images_with_features(records, store, cfg.data.on_missing_features)
     if not records:
         raise UserError(f"{cfg.data.root}: no image of the {split} split has features under {store.root}")
     kinds = list(cfg.stage.get("instructions") or ["categorical"]) if train else ["categorical"]
@@ -94,7 +99,11 @@ def _model_and_tokenizer(cfg: DictConfig):
         prior = read_config(init_from)
         if prior.preset != model_cfg.preset:
             raise UserError(f"{init_from} holds a {prior.preset} model but model={model_cfg.preset} was asked for")
-        overrides = {k: getattr(model_cfg, k) for k in ("llm_path", "tokenizer_path", "encoder_paths")}
+        if prior.train_llm != model_cfg.train_llm:  # what is trained is the checkpoint's, not silently another
+            raise UserError(f"{init_from} holds a model trained with model.train_llm={str(prior.train_llm).lower()}: "
+                            f"set model.train_llm={str(prior.train_llm).lower()} for this stage too")
+        overrides = {k: getattr(model_cfg, k) for k in ("llm_path", "tokenizer_path", "encoder_paths",
+                                                         "instructblip_path", "qformer_tokenizer_path")}
         model, model_cfg, tokenizer = load_checkpoint(init_from, overrides)
         return model, model_cfg, tokenizer
     texts = []
@@ -113,6 +122,7 @@ def _model_and_tokenizer(cfg: DictConfig):
 def train(cfg: DictConfig) -> tuple[dict, dict]:
     """Fit one stage and export its trainable weights to ``{run_dir}/model``; returns (metrics, objects)."""
     check_run_dir(cfg)  # before anything is built: a run folder of another model is refused at once
+    check_media(cfg)
     ckpt_path = resume_path(cfg)
     record_run(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -121,7 +131,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         hydra.utils.instantiate(cfg.data.generate)(cfg)
     model, model_cfg, tokenizer = _model_and_tokenizer(cfg)
     if cfg.get("activation_checkpointing"):
-        enable_checkpointing(model.llm.get_base_model())
+        enable_checkpointing(model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm)
     store = FeatureStore(cfg.data.features_dir, cfg.data.feature_dirs)
     train_set = _dataset(cfg, "train", store, tokenizer, model, train=True)
     val_set = _dataset(cfg, "val", store, tokenizer, model, train=False)
@@ -134,7 +144,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         label_candidates=[encode_answer(tokenizer, answer_text(label, _media(cfg))) for label in cfg.data.labels],
-        checkpoint_frozen=model_cfg.llm_path is None,
+        checkpoint_frozen=model_cfg.random_base,
     )
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in cfg.get("logger", {}).values()]
@@ -154,15 +164,24 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     export = Path(cfg.run_dir, "model")
     # Every rank takes part in the gather (a sharded strategy holds a part of each weight per rank); rank 0
     # writes what it gathered, which save_checkpoint checks is complete.
-    state = gather_export_state(trainer, module, with_frozen=model_cfg.llm_path is None)
+    state = gather_export_state(trainer, module, with_frozen=model_cfg.random_base)
     if trainer.is_global_zero:
-        meta = {"stage": cfg.stage.name, "epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": metrics}
+        meta = {"stage": cfg.stage.name, "epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": metrics,
+                "labels": list(cfg.data.labels)}  # the label set it was trained on: what inference scores
         save_checkpoint(model, model_cfg, tokenizer, export, meta=meta, state_dict=state)
         atomic_write_text(Path(cfg.run_dir, "metrics.json"), json.dumps(metrics, indent=2))
         atomic_write_text(Path(cfg.run_dir, RUN_CONFIG), OmegaConf.to_yaml(cfg))
     del state
     trainer.strategy.barrier("export")  # no rank returns (or reads the export) before it is complete
     return metrics, {"model": model, "tokenizer": tokenizer, "trainer": trainer, "export": export}
+
+
+def check_media(cfg: DictConfig) -> None:
+    """Refuse a video data config for a backbone that reads still images (InstructBLIP)."""
+    model_cfg = model_config(cfg)
+    if model_cfg.reads_pixels and _media(cfg) != "image":
+        raise UserError(f"model.backbone={model_cfg.backbone} reads still images: train it on an image data config "
+                        "(data.media: image), e.g. data=synthetic_images or data=emoset")
 
 
 def check_run_dir(cfg: DictConfig) -> None:
