@@ -13,15 +13,17 @@ what validation scores. Images are keyed by their file stem (EmoSet's id), as fe
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset
 
 from emotion_llama.datasets.emoset import ImageRecord
-from emotion_llama.datasets.features import FeatureStore, MissingFeaturesError
+from emotion_llama.datasets.features import MODALITIES, FeatureStore, MissingFeaturesError
 from emotion_llama.errors import UserError
+from emotion_llama.model.fusion import PRESENT
 from emotion_llama.model.prompts import PromptParts, answer_text, emovit_instruction
 from emotion_llama.model.sequences import encode_example, encode_prompt
 
@@ -38,9 +40,15 @@ class Turn:
     answer: str
 
 
-def categorical_turns(records: Sequence[ImageRecord], labels: Sequence[str]) -> list[Turn]:
+def record_name(record) -> str:
+    """How examples name a record: an image's file stem; an utterance (text-only data) its id."""
+    image = getattr(record, "image", None)
+    return record.id if image is None else Path(image).stem
+
+
+def categorical_turns(records: Sequence, labels: Sequence[str]) -> list[Turn]:
     question = emovit_instruction(labels)
-    return [Turn(Path(r.image).stem, "categorical", question, answer_text(r.label, "image")) for r in records]
+    return [Turn(record_name(r), "categorical", question, answer_text(r.label, "image")) for r in records]
 
 
 def instruction_turns(path: str | Path, kind: str, known: set[str] | None = None) -> list[Turn]:
@@ -94,18 +102,24 @@ class ImageInstructionDataset(Dataset):
     """Each item: one instruction turn on one image, its ids and answer-only labels, the image's canonical
     categorical prompt and label index (for closed-set validation) and its features: ``store.load(name)`` of a
     :class:`FeatureStore` (cached encoder features), or of an
-    :class:`~emotion_llama.datasets.pixels.ImagePixels` (pixel values, for a backbone that encodes images itself)."""
+    :class:`~emotion_llama.datasets.pixels.ImagePixels` (pixel values, for a backbone that encodes images itself).
+
+    Text-only utterances (:class:`~emotion_llama.datasets.dialogue.Utterance` records, named by id) are the same
+    examples with ``subtitles`` (name -> the utterance, the prompt's text line) and ``media`` ``text`` (nothing
+    but the text; a :class:`HeldFeatures` store without features) or ``image`` (with a picture's features)."""
 
     def __init__(self, turns: Sequence[Turn], records: Sequence[ImageRecord], store: FeatureStore, tokenizer,
                  num_video_tokens: int, num_feature_tokens: int, labels: Sequence[str], max_length: int = 1024,
-                 train: bool = True, seed: int = 0, clean_answers: bool = False):
+                 train: bool = True, seed: int = 0, clean_answers: bool = False,
+                 subtitles: Mapping[str, str] | None = None, media: str = "image"):
         self.turns = list(turns)
-        self.label_of = {Path(r.image).stem: r.label for r in records}
+        self.label_of = {record_name(r): r.label for r in records}
         self.store, self.tokenizer = store, tokenizer
         self.tokens = (num_video_tokens, num_feature_tokens)
         self.labels = tuple(labels)
         self.max_length, self.train, self.seed, self.clean_answers = max_length, train, seed, clean_answers
         self.question = emovit_instruction(self.labels)
+        self.subtitles, self.media = dict(subtitles or {}), media
         missing = {t.name for t in self.turns} - set(self.label_of)
         if missing:
             raise UserError(f"{len(missing)} instruction turns are on images without a label record "
@@ -118,7 +132,8 @@ class ImageInstructionDataset(Dataset):
         turn = self.turns[index]
         task = INSTRUCTION_KINDS[turn.kind]
         return task, encode_example(
-            self.tokenizer, PromptParts("", task, turn.question, "image"), turn.answer, *self.tokens,
+            self.tokenizer, PromptParts(self.subtitles.get(turn.name, ""), task, turn.question, self.media),
+            turn.answer, *self.tokens,
             max_length=self.max_length, clean_answers=self.clean_answers and turn.kind != "categorical",
         )
 
@@ -130,7 +145,8 @@ class ImageInstructionDataset(Dataset):
         index = key[1] if isinstance(key, tuple) else key
         turn = self.turns[index]
         task, example = self._example(index)
-        prompt = encode_prompt(self.tokenizer, PromptParts("", "emotion", self.question, "image"), *self.tokens)
+        parts = PromptParts(self.subtitles.get(turn.name, ""), "emotion", self.question, self.media)
+        prompt = encode_prompt(self.tokenizer, parts, *self.tokens)
         return {
             "name": turn.name,
             "task": task,
@@ -139,3 +155,18 @@ class ImageInstructionDataset(Dataset):
             "label_index": self.labels.index(self.label_of[turn.name]),
             "features": self.store.load(turn.name),
         }
+
+
+class HeldFeatures:
+    """Features held in memory, by name, for :class:`ImageInstructionDataset` (``load(name)`` as a
+    :class:`FeatureStore`'s): a picture's ``{"eva": tokens}`` each (the other modalities absent), read as
+    float32; or, without ``features``, text alone: every modality absent."""
+
+    def __init__(self, features: Mapping[str, Mapping[str, torch.Tensor]] | None = None):
+        self.features = None if features is None else dict(features)
+
+    def load(self, name: str) -> dict[str, torch.Tensor]:
+        if self.features is None:
+            return {PRESENT: torch.zeros(len(MODALITIES), dtype=torch.bool)}
+        feats = {m: t.float() for m, t in self.features[name].items()}
+        return feats | {PRESENT: torch.tensor([m in feats for m in MODALITIES])}

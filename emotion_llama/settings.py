@@ -337,9 +337,27 @@ DATA_TRAIN: dict[str, Check] = {
     "data.on_missing_features": choice("skip", "fail"),
 }
 
+# How an utterance is pictured (conf/imagine/default.yaml): evaluation on text-only dialogue sets and text-only
+# training with pictures (data.imagined=true).
+IMAGINE: dict[str, Check] = {
+    "paths.t2i": existing_dir("a diffusers text-to-image pipeline (paths.t2i=DIR)", nullable=True),
+    "imagine.prompt_template": text(nullable=False),
+    "imagine.negative_prompt": text(),
+    "imagine.context_turns": integer(0),
+    "imagine.steps": integer(1),
+    "imagine.guidance": number(0),
+    "imagine.size": integer(8, note="a multiple of 8"),
+    "imagine.batch_size": integer(1),
+    "imagine.dtype": choice("auto", "float32", "float16", "bfloat16"),
+    "imagine.seed": integer(0),
+    "imagine.cache_dir": output_dir(),
+    "imagine.grid": integer(0),
+}
+
 RULES: dict[str, dict[str, Check]] = {
     "train": {
-        **MODEL, **DATA_TRAIN,
+        **MODEL, **DATA_TRAIN, **IMAGINE,
+        "data.imagined": boolean(),
         "seed": integer(0),
         "resume": boolean(),
         "activation_checkpointing": boolean(),
@@ -385,19 +403,8 @@ RULES: dict[str, dict[str, Check]] = {
         "mapper": choice("embedding", "parse", "score"),
         "data.classes": choice(4, 6),
         "data.limit": integer(1, nullable=True),
-        "paths.t2i": existing_dir("a diffusers text-to-image pipeline (paths.t2i=DIR)", nullable=True),
         "paths.embedder": existing_dir("a sentence-embedding model (paths.embedder=DIR)", nullable=True),
-        "imagine.prompt_template": text(nullable=False),
-        "imagine.negative_prompt": text(),
-        "imagine.context_turns": integer(0),
-        "imagine.steps": integer(1),
-        "imagine.guidance": number(0),
-        "imagine.size": integer(8, note="a multiple of 8"),
-        "imagine.batch_size": integer(1),
-        "imagine.dtype": choice("auto", "float32", "float16", "bfloat16"),
-        "imagine.seed": integer(0),
-        "imagine.cache_dir": output_dir(),
-        "imagine.grid": integer(0),
+        **IMAGINE,
     },
     "eval_reasoning": {
         "device": device(),
@@ -449,7 +456,8 @@ RULES: dict[str, dict[str, Check]] = {
     "inspect_model": dict(MODEL),
     "demo": {"clips_per_label": integer(1), "seed": integer(0), "demo_dir": output_dir()},
     "demo_text": {"per_label": integer(1), "seed": integer(0), "demo_dir": output_dir(),
-                  "images_per_label": integer(1), "variant": choice("text", "imagined", "both"),
+                  "train_per_label": integer(1), "train_pictures": boolean(),
+                  "variant": choice("text", "imagined", "both"),
                   "mappers": subset("embedding", "parse", "score"), "size": integer(8), "steps": integer(1),
                   "device": device(), "threads": integer(1, nullable=True),
                   "checkpoint": existing_dir("a trained model (checkpoint=DIR)", nullable=True),

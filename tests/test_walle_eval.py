@@ -1,6 +1,7 @@
 """Text-only emotion through imagination (WALL-E), through the real evaluation command: the synthetic MELD-layout
 set -> tiny text-to-image pipeline -> a tiny checkpoint with and without the picture -> each label mapper ->
-metrics.json, predictions.csv and the grid picture; the picture cache on a rerun; bad settings."""
+metrics.json, predictions.csv and the grid picture; the picture cache on a rerun; bad settings; the demo, which
+trains its own model on the set's train split."""
 
 from __future__ import annotations
 
@@ -250,3 +251,29 @@ def test_demo_text_runs_every_mapper_and_writes_its_summary(models, tmp_path, ca
     assert pictures == [{"drawn": 7, "cached": 0}, {"drawn": 0, "cached": 7}, {"drawn": 0, "cached": 7}]
     assert "published (WALL-E, weighted F1 %): MELD 46.74" in out
     assert json.loads(out.strip().splitlines()[-1])["score"].keys() == {"text", "imagined"}
+
+
+def test_demo_text_trains_its_model_on_the_train_split_then_reuses_it(models, tmp_path, capsys):
+    import demo_text
+
+    from emotion_llama import cli
+
+    args = [f"paths.output_dir={tmp_path}", f"t2i={models.t2i}", f"embedder={models.embedder}", "per_label=1",
+            "train_per_label=3", 'train_overrides=["trainer.max_epochs=1"]', "mappers=[score]", "variant=text"]
+    assert cli.run("demo_text", demo_text.main, args) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "demo_text" / "summary.json").read_text())
+    training = summary["training"]
+    assert summary["checkpoint"] == str(tmp_path / "demo_text" / "text_model" / "model")
+    assert training["reused"] is False and training["seconds"] > 0 and training["train_utterances"] == 21
+    assert training["labels"] == ["neutral", "joy", "sadness", "anger", "surprise", "fear", "disgust"]
+    assert training["pictures"] is False and 0.0 <= training["val_war"] <= 1.0
+    assert len(Path(tmp_path, "synthetic_meld", "train_sent_emo.csv").read_text().splitlines()) == 22
+    assert "model: tiny_text_coarse on the synthetic train split (21 utterances, text only), trained in" in out
+    assert set(summary["mappers"]["score"]["variants"]) == {"text"}
+
+    assert cli.run("demo_text", demo_text.main, args) == 0  # the second run answers with the same model
+    capsys.readouterr()
+    again = json.loads((tmp_path / "demo_text" / "summary.json").read_text())
+    assert again["training"]["reused"] is True and again["checkpoint"] == summary["checkpoint"]
+    assert again["mappers"]["score"]["variants"] == summary["mappers"]["score"]["variants"]

@@ -121,9 +121,10 @@ def _cue_line(r: dict) -> str:
     cues = r.get("cues") or {}
     precision = cues.get("precision")
     shown = "n/a" if precision is None else f"{precision:.3f}"
+    accuracy = r.get("concluded_label_accuracy")
     return (f"{r['n']} test clips; cues named that the clip really has: {shown} "
             f"({cues.get('named_present', 0)} present, {cues.get('named_absent', 0)} absent); "
-            f"concluded label accuracy {r.get('concluded_label_accuracy')}")
+            f"concluded label accuracy {'n/a' if accuracy is None else f'{accuracy:.3f}'}")
 
 
 def main(cfg: DictConfig, call: Call) -> None:

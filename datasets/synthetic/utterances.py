@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion_llama.datasets.meld import MELD_COLUMNS, SPLIT_FILES
+from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_write_text
 from emotion_llama.labels import MELD_LABELS
 
@@ -141,18 +142,22 @@ def _split_rows(split_index: int, per_label: int, seed: int) -> list[list[object
 
 
 def write_synthetic_meld(out_dir: str | Path, per_label: int = 20, seed: int = 0,
-                         splits: tuple[str, ...] = ("train", "dev", "test")) -> dict[str, Path]:
-    """Write ``{split}_sent_emo.csv`` for each split (``per_label`` utterances of each of the 7 labels) and
-    return their paths. As in MELD, each split numbers its dialogues from 0, and a split's file depends only
-    on ``per_label``, ``seed`` and the split's name."""
-    if per_label < 1:
-        raise ValueError(f"per_label must be at least 1, got {per_label}")
+                         splits: tuple[str, ...] = ("train", "dev", "test"),
+                         train_per_label: int | None = None) -> dict[str, Path]:
+    """Write ``{split}_sent_emo.csv`` for each split (``per_label`` utterances of each of the 7 labels;
+    ``train_per_label`` in the train split when given) and return their paths. As in MELD, each split numbers
+    its dialogues from 0, and a split's file depends only on its own count, ``seed`` and the split's name."""
+    counts = {split: per_label for split in SPLIT_FILES} | (
+        {"train": train_per_label} if train_per_label is not None else {})
+    for name, count in (("per_label", per_label), ("train_per_label", counts["train"])):
+        if not isinstance(count, int) or count < 1:
+            raise UserError(f"{name}={count}: use a whole number of at least 1 (utterances of each label)")
     out_dir = Path(out_dir)
     paths: dict[str, Path] = {}
     for split in splits:
         if split not in SPLIT_FILES:
             raise ValueError(f"{split!r} is not a MELD split; expected one of {', '.join(SPLIT_FILES)}")
-        rows = _split_rows(list(SPLIT_FILES).index(split), per_label, seed)
+        rows = _split_rows(list(SPLIT_FILES).index(split), counts[split], seed)
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         writer.writerow(MELD_COLUMNS)

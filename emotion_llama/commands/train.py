@@ -18,4 +18,5 @@ def _main(cfg: DictConfig, call: Call) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run("train", _main, argv, literal=("run_dir", "stage.init_from"))
+    return run("train", _main, argv, literal=("run_dir", "stage.init_from", "imagine.prompt_template",
+                                              "imagine.negative_prompt", "imagine.cache_dir"))

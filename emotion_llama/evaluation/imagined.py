@@ -13,6 +13,10 @@ Each utterance is answered by the checkpoint's model in one or two variants:
   that preprocesses images itself (InstructBLIP), its pixel values.
 - ``both``: the two, reported side by side.
 
+Training on the same data (``tools/train.py data=meld|synthetic_meld``, ``data.media: text``) asks the same
+prompts and, with ``data.imagined=true``, draws into the same cache with the same settings
+(:func:`build_imaginer`) and gives the model the same EVA features (:func:`picture_features`).
+
 The model is reached only through :class:`~emotion_llama.inference.core.InferenceCore` (loaded with
 :meth:`~emotion_llama.inference.core.InferenceCore.load`, so any backbone ``load_checkpoint`` knows works).
 The answer becomes a label by ``mapper``: ``score`` ranks the labels by the model's log-likelihood of each as
@@ -134,24 +138,29 @@ def load_utterances(data: DictConfig) -> list:
 def check_settings(cfg: DictConfig) -> None:
     """What the per-key checks cannot see: the keys a variant or mapper needs, the template. Runs before
     anything loads."""
+    if "imagined" in variants_of(cfg.variant):
+        check_imagine(cfg, f"variant={cfg.variant}", "use variant=text")
+
+
+def check_imagine(cfg: DictConfig, needs: str, instead: str) -> None:
+    """``paths.t2i`` and ``imagine.*`` of a config that draws its utterances (``needs``: the setting that
+    does, e.g. ``variant=both``; ``instead``: how to do without pictures)."""
     from emotion_llama.imagination.imagine import check_template
 
-    wanted = variants_of(cfg.variant)
     im = cfg.imagine
-    if "imagined" in wanted:
-        if not cfg.paths.get("t2i"):
-            raise UserError(f"paths.t2i is not set: variant={cfg.variant} draws each utterance with a local "
-                            "text-to-image pipeline; set paths.t2i=DIR (a diffusers folder saved with "
-                            "save_pretrained, e.g. Stable Diffusion 2) or use variant=text")
-        if not (Path(cfg.paths.t2i) / "model_index.json").is_file():
-            raise UserError(f"paths.t2i={cfg.paths.t2i} is not a diffusers pipeline folder (no model_index.json): "
-                            "set paths.t2i to a text-to-image pipeline saved with save_pretrained")
-        try:
-            check_template(im.prompt_template)
-        except UserError as err:
-            raise UserError(f"imagine.{err}") from None
-        if im.size % 8:
-            raise UserError(f"imagine.size={im.size}: use a multiple of 8")
+    if not cfg.paths.get("t2i"):
+        raise UserError(f"paths.t2i is not set: {needs} draws each utterance with a local text-to-image "
+                        "pipeline; set paths.t2i=DIR (a diffusers folder saved with save_pretrained, e.g. Stable "
+                        f"Diffusion 2) or {instead}")
+    if not (Path(cfg.paths.t2i) / "model_index.json").is_file():
+        raise UserError(f"paths.t2i={cfg.paths.t2i} is not a diffusers pipeline folder (no model_index.json): "
+                        "set paths.t2i to a text-to-image pipeline saved with save_pretrained")
+    try:
+        check_template(im.prompt_template)
+    except UserError as err:
+        raise UserError(f"imagine.{err}") from None
+    if im.size % 8:
+        raise UserError(f"imagine.size={im.size}: use a multiple of 8")
 
 
 # ---------------------------------------------------------------------------------------------- model inputs
@@ -181,35 +190,64 @@ class ImageInputs:
         self._encoders = None
 
     def __call__(self, paths: Sequence[str | Path]) -> dict:
-        import numpy as np
         import torch
 
         from emotion_llama.datasets.features import stack_features
-        from emotion_llama.encoders.extract import decode_image
 
-        clips = []
-        for path in paths:
-            clip = decode_image(path)
-            if "error" in clip:
-                raise UserError(f"{path}: {clip['error']}; delete it (and rerun) to have it drawn again")
-            clips.append({**clip, "face_found": False})  # the picture is EVA's only: no face MAE
+        clips = decode_pictures(paths)
         if getattr(self.core, "reads_pixels", False):
             from emotion_llama.datasets.pixels import pixel_batch
 
             return pixel_batch([c["eva_image"] for c in clips], self.core.image_transform)
         with self.core.autocast():
             per_clip = self.encoders(clips)
-        return stack_features([{"eva": torch.from_numpy(f["eva"].astype(np.float32))} for f in per_clip])
+        return stack_features([{"eva": torch.from_numpy(f["eva"]).float()} for f in per_clip])
 
     @property
     def encoders(self):
         if self._encoders is None:
-            from emotion_llama.encoders.build import build_encoders
-            from emotion_llama.encoders.extract import FeatureEncoders
-
-            built = build_encoders(self.core.config, names=("eva",))
-            self._encoders = FeatureEncoders(built).to(self.core.device).eval()
+            self._encoders = eva_encoder(self.core.config, self.core.device)
         return self._encoders
+
+
+def decode_pictures(paths: Sequence[str | Path]) -> list[dict]:
+    """Drawn pictures decoded as feature extraction decodes an image, each EVA's only input (no face MAE, even
+    when a face is found in it)."""
+    from emotion_llama.encoders.extract import decode_image
+
+    clips = []
+    for path in paths:
+        clip = decode_image(path)
+        if "error" in clip:
+            raise UserError(f"{path}: {clip['error']}; delete it (and rerun) to have it drawn again")
+        clips.append({**clip, "face_found": False})
+    return clips
+
+
+def eva_encoder(config, device):
+    """The EVA encoder of a model config (a checkpoint's, or a training run's) as feature extraction builds it:
+    decoded pictures -> ``[{"eva": float16 tokens}]``."""
+    from emotion_llama.encoders.build import build_encoders
+    from emotion_llama.encoders.extract import FeatureEncoders
+
+    return FeatureEncoders(build_encoders(config, names=("eva",))).to(device).eval()
+
+
+def picture_features(paths: Sequence[str | Path], config, device="cpu", batch_size: int = 16) -> list[dict]:
+    """Per picture, the features the image path of an Emotion-LLaMA of ``config`` gets (as :class:`ImageInputs`
+    gives them at test time): ``{"eva": (1 + P, D) float16 tokens}``, EVA the only modality present."""
+    import torch
+
+    from emotion_llama.inference.core import autocast, resolve_device
+
+    device = resolve_device(device)
+    encoders = eva_encoder(config, device)
+    out = []
+    for start in range(0, len(paths), batch_size):
+        with autocast(device):
+            per_clip = encoders(decode_pictures(paths[start:start + batch_size]))
+        out += [{"eva": torch.from_numpy(f["eva"])} for f in per_clip]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- answering
@@ -301,18 +339,24 @@ def evaluate_dialogue(cfg: DictConfig) -> dict:
     return report
 
 
-def _imagine(cfg: DictConfig, utterances: Sequence) -> tuple[dict[str, Path], dict]:
+def build_imaginer(cfg: DictConfig, cache_dir: str | Path | None = None, device: str | None = None):
+    """The :class:`~emotion_llama.imagination.imagine.Imaginer` of ``paths.t2i`` and ``imagine.*`` (the
+    cache: ``imagine.cache_dir`` unless ``cache_dir``; the device: ``cfg.device`` unless ``device``)."""
     from emotion_llama.imagination.imagine import Imaginer
 
     im = cfg.imagine
-    imaginer = Imaginer(cfg.paths.t2i, im.cache_dir, prompt_template=im.prompt_template, steps=im.steps,
-                        guidance=im.guidance, size=im.size, batch_size=im.batch_size, device=cfg.device,
-                        dtype=im.dtype, negative_prompt=im.negative_prompt, context_turns=im.context_turns,
-                        seed=im.seed)
+    return Imaginer(cfg.paths.t2i, cache_dir or im.cache_dir, prompt_template=im.prompt_template, steps=im.steps,
+                    guidance=im.guidance, size=im.size, batch_size=im.batch_size, device=device or cfg.device,
+                    dtype=im.dtype, negative_prompt=im.negative_prompt, context_turns=im.context_turns,
+                    seed=im.seed)
+
+
+def _imagine(cfg: DictConfig, utterances: Sequence) -> tuple[dict[str, Path], dict]:
+    imaginer = build_imaginer(cfg)
     done = imaginer.imagine(utterances)
     prompts = {u.id: imaginer.prompt(u) for u in utterances}
     info = {"pipeline": str(cfg.paths.t2i), "fingerprint": imaginer.fingerprint, "cache": str(imaginer.image_dir),
-            "template": im.prompt_template, "settings": imaginer.settings(), "drawn": done.drawn,
+            "template": cfg.imagine.prompt_template, "settings": imaginer.settings(), "drawn": done.drawn,
             "cached": done.cached, "prompts": prompts}
     return done.paths, info
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -21,7 +22,9 @@ from emotion_llama.datasets.emoset import read_emoset
 from emotion_llama.datasets.features import FeatureStore
 from emotion_llama.datasets.image_instruction import (
     INSTRUCTION_KINDS,
+    HeldFeatures,
     ImageInstructionDataset,
+    categorical_turns,
     keep_images_with_features,
     load_turns,
 )
@@ -33,7 +36,7 @@ from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.checkpoint import load_checkpoint, read_config, save_checkpoint
 from emotion_llama.model.instructblip import ImageTransform, InstructBlipEmotion
 from emotion_llama.model.llm import enable_checkpointing
-from emotion_llama.model.prompts import answer_text
+from emotion_llama.model.prompts import MEDIA, answer_text
 from emotion_llama.model.sequences import encode_answer
 from emotion_llama.training.lightning import EmotionDataModule, EmotionLLaMAModule
 
@@ -71,9 +74,63 @@ def _image_dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, 
     )
 
 
+def _utterances(cfg: DictConfig, split: str):
+    """The labelled utterances of a split of a text-only dialogue config (``data.media: text``), or None."""
+    from emotion_llama.datasets.meld import read_meld_split
+
+    name = (cfg.data.get("splits") or {}).get(split)
+    return read_meld_split(cfg.data.root, name) if name else None
+
+
+def _text_dataset(cfg: DictConfig, split: str, tokenizer, model, train: bool):
+    """Each utterance of the split as the text of EmoVIT's categorical prompt, its label the answer; with
+    ``data.imagined``, its picture's EVA features too (EVA the only modality present), else no modality."""
+    utterances = _utterances(cfg, split)
+    if utterances is None:
+        return None
+    if not utterances:
+        raise UserError(f"{cfg.data.root}: the {cfg.data.splits[split]} split has no labelled utterance")
+    labels = list(cfg.data.labels)
+    features = _imagined_features(cfg, split, utterances) if cfg.data.get("imagined") else None
+    return ImageInstructionDataset(
+        categorical_turns(utterances, labels), utterances, HeldFeatures(features), tokenizer, model.num_video_tokens,
+        model.num_feature_tokens, labels=labels, max_length=cfg.data.max_length, train=train, seed=cfg.seed,
+        subtitles={u.id: u.text for u in utterances}, media="image" if features is not None else "text",
+    )
+
+
+def _imagined_features(cfg: DictConfig, split: str, utterances) -> dict[str, dict[str, torch.Tensor]]:
+    """The EVA features of each utterance's picture, drawn (or found) in the cache the evaluation of that split
+    reads: ``imagine.cache_dir`` resolved with ``data.split`` set to it (one folder per split by default).
+    Computed at the start of each run and held in memory in float16 (about 0.7 MB a picture with the real EVA)."""
+    from emotion_llama.evaluation.imagined import build_imaginer, picture_features
+
+    name = cfg.data.splits[split]
+    device = "cpu" if cfg.trainer.get("accelerator") == "cpu" else "auto"
+    done = build_imaginer(cfg, cache_dir=_split_cache_dir(cfg, name), device=device).imagine(utterances)
+    log.info("%s split: %d pictures drawn, %d from the cache", name, done.drawn, done.cached)
+    feats = picture_features([done.paths[u.id] for u in utterances], model_config(cfg), device)
+    return {u.id: f for u, f in zip(utterances, feats, strict=True)}
+
+
+def _split_cache_dir(cfg: DictConfig, split_name: str) -> Path:
+    """``imagine.cache_dir`` as an evaluation of ``data.split=split_name`` resolves it; a folder that does not
+    depend on the split gets one subfolder per split (MELD's splits share utterance ids)."""
+    def resolved(name: str) -> Path:
+        other = copy.deepcopy(cfg)
+        OmegaConf.update(other, "data.split", name, force_add=True)
+        return Path(other.imagine.cache_dir)
+
+    folder = resolved(split_name)
+    others = [n for n in cfg.data.splits.values() if n != split_name]
+    return folder / split_name if any(resolved(n) == folder for n in others) else folder
+
+
 def _dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, model, train: bool) -> MERRDataset | None:
     if _media(cfg) == "image":
         return _image_dataset(cfg, split, store, tokenizer, model, train)
+    if _media(cfg) == "text":
+        return _text_dataset(cfg, split, tokenizer, model, train)
     path = cfg.data.get(split)
     if not path:
         return None
@@ -112,6 +169,10 @@ def _model_and_tokenizer(cfg: DictConfig):
                  and Path(cfg.data.instructions_dir, f"{k}.json").is_file()]
         turns = load_turns(_image_records(cfg, "train"), list(cfg.data.labels), kinds, cfg.data.get("instructions_dir"))
         texts = [t for turn in turns for t in (turn.question, turn.answer)]
+    elif model_cfg.tokenizer_path is None and model_cfg.llm_path is None and _media(cfg) == "text":
+        utterances = _utterances(cfg, "train")
+        turns = categorical_turns(utterances, list(cfg.data.labels))
+        texts = [t for u, turn in zip(utterances, turns, strict=True) for t in (u.text, turn.question, turn.answer)]
     elif model_cfg.tokenizer_path is None and model_cfg.llm_path is None:
         records = load_records(cfg.data.train, cfg.data.subtitles, cfg.data.coarse_json, cfg.data.fine_json, cfg.data.labels)
         texts = [t for r in records for t in (r.subtitle, r.caption, r.reason)]
@@ -127,12 +188,13 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     record_run(cfg)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.data.get("generate"):
-        # The data config names how its data is made when absent (data=synthetic: the synthetic set).
-        hydra.utils.instantiate(cfg.data.generate)(cfg)
+        # The data config names how its data is made when absent (data=synthetic: the synthetic set); a text-only
+        # set is written to data.root, as the evaluation writes it.
+        hydra.utils.instantiate(cfg.data.generate)(cfg.data.root if _media(cfg) == "text" else cfg)
     model, model_cfg, tokenizer = _model_and_tokenizer(cfg)
     if cfg.get("activation_checkpointing"):
         enable_checkpointing(model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm)
-    store = FeatureStore(cfg.data.features_dir, cfg.data.feature_dirs)
+    store = None if _media(cfg) == "text" else FeatureStore(cfg.data.features_dir, cfg.data.feature_dirs)
     train_set = _dataset(cfg, "train", store, tokenizer, model, train=True)
     val_set = _dataset(cfg, "val", store, tokenizer, model, train=False)
     datamodule = EmotionDataModule(
@@ -177,7 +239,20 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
 
 
 def check_media(cfg: DictConfig) -> None:
-    """Refuse a video data config for a backbone that reads still images (InstructBLIP)."""
+    """Refuse a video data config for a backbone that reads still images (InstructBLIP), and text-only data
+    that is not in MELD's layout or asks for pictures without the settings to draw them."""
+    from emotion_llama.evaluation.imagined import check_imagine, dialogue_labels, is_dialogue
+
+    media = _media(cfg)
+    if media not in MEDIA:
+        raise UserError(f"data.media={media}: use one of {', '.join(MEDIA)}")
+    if (is_dialogue(cfg.data) or media == "text") and (media != "text" or cfg.data.get("kind") != "meld"):
+        raise UserError(f"data.kind={cfg.data.get('kind')} with data.media={media}: text-only training reads "
+                        "MELD-layout splits with data.media: text (data=meld or data=synthetic_meld)")
+    if media == "text":
+        dialogue_labels(cfg.data)  # MELD's seven, in any order
+        if cfg.data.get("imagined"):
+            check_imagine(cfg, "data.imagined=true", "set data.imagined=false")
     model_cfg = model_config(cfg)
     if model_cfg.reads_pixels and _media(cfg) != "image":
         raise UserError(f"model.backbone={model_cfg.backbone} reads still images: train it on an image data config "
