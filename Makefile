@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow test-all demo demo-text app lint clean
+.PHONY: install test test-slow test-all demo demo-image demo-text app lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ test-all: install
 # Overrides go through ARGS, e.g. make demo ARGS='clips_per_label=8 train_overrides=["trainer.max_epochs=2"]'
 demo: install
 	$(BIN)/python tools/demo.py $(ARGS)
+
+# Image emotion (EmoVIT) on the synthetic EmoSet-layout set, CPU: both backbones trained (categorical
+# instructions), evaluated on the test images, and asked about one image; outputs under outputs/.
+demo-image: install
+	$(BIN)/python tools/train.py experiment=tiny_image_coarse
+	$(BIN)/python tools/eval.py data=synthetic_images checkpoint=outputs/runs/tiny_image_coarse/model \
+	    run_dir=outputs/eval/image_emotion_llama
+	$(BIN)/python tools/train.py experiment=tiny_instructblip_coarse
+	$(BIN)/python tools/eval.py data=synthetic_images checkpoint=outputs/runs/tiny_instructblip_coarse/model \
+	    run_dir=outputs/eval/image_instructblip
+	$(BIN)/python tools/infer.py outputs/synthetic_images/image/awe/awe_00000.jpg --json \
+	    checkpoint=outputs/runs/tiny_instructblip_coarse/model
 
 # Text-only emotion through imagination (WALL-E) on the synthetic MELD-layout set, CPU; e.g. ARGS='per_label=3'
 demo-text: install
