@@ -287,12 +287,22 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
         raise CheckpointError(f"{tok_dir} not found: the model's token ids are defined there and a new tokenizer "
                               f"would number them differently; {incomplete}")
     if tok_dir.is_dir():
-        files = [tok_dir / n for n in TOKENIZER_FILES if (tok_dir / n).is_file()]
-        if not files:
-            raise CheckpointError(f"{tok_dir} holds none of {', '.join(TOKENIZER_FILES)}: {incomplete}")
-        for path in files:
-            if path.suffix == ".json":
-                _check_json(path, incomplete)
+        _check_tokenizer_dir(tok_dir, TOKENIZER_FILES, incomplete)
+    _check_weight_files(needed, incomplete)
+
+
+def _check_tokenizer_dir(tok_dir: Path, names: tuple[str, ...], incomplete: str) -> None:
+    """A saved tokenizer folder holds at least one of ``names``, and its JSON files parse."""
+    files = [tok_dir / n for n in names if (tok_dir / n).is_file()]
+    if not files:
+        raise CheckpointError(f"{tok_dir} holds none of {', '.join(names)}: {incomplete}")
+    for path in files:
+        if path.suffix == ".json":
+            _check_json(path, incomplete)
+
+
+def _check_weight_files(needed: list[Path], incomplete: str) -> None:
+    """Every file of ``needed`` exists and is a whole safetensors file (its header, not its tensors, is read)."""
     for path in needed:
         if not path.is_file():
             raise CheckpointError(f"{path} not found: {incomplete}")
@@ -326,16 +336,8 @@ def check_instructblip_layout(ckpt_dir: Path, cfg: ModelConfig) -> None:
                                       f"tokenizer would number them differently; {incomplete}")
     for tok_dir in (ckpt_dir / "tokenizer", ckpt_dir / QFORMER_TOKENIZER_DIR):
         if tok_dir.is_dir():
-            files = [tok_dir / n for n in (*TOKENIZER_FILES, "vocab.txt") if (tok_dir / n).is_file()]
-            if not files:
-                raise CheckpointError(f"{tok_dir} holds no tokenizer files: {incomplete}")
-            for path in files:
-                if path.suffix == ".json":
-                    _check_json(path, incomplete)
-    for path in needed:
-        if not path.is_file():
-            raise CheckpointError(f"{path} not found: {incomplete}")
-        read_safetensors(path, header_only=True)
+            _check_tokenizer_dir(tok_dir, (*TOKENIZER_FILES, "vocab.txt"), incomplete)
+    _check_weight_files(needed, incomplete)
 
 
 def read_safetensors(path: Path, header_only: bool = False) -> dict[str, torch.Tensor]:
