@@ -16,6 +16,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from emotion_llama.errors import UserError, WeightsNotFoundError
+from emotion_llama.hf import LOCAL_PLAIN
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,8 @@ class HFEncoder(Encoder):
                 f" set {cls.config_key} to the folder holding config.json and the weights"
             )
         with _no_progress_bar():  # a bar per encoder says nothing: loading a local folder takes seconds
-            model, info = cls.hf_class.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
+            model, info = cls.hf_class.from_pretrained(path, output_loading_info=True, dtype=torch.float32,
+                                                       **LOCAL_PLAIN)
         missing = [k for k in info["missing_keys"] if k not in cls.optional_keys]
         missing += [f"{k} (shape mismatch)" for k, *_ in info["mismatched_keys"]]
         cls._check_keys(path, missing, list(info["unexpected_keys"]))

@@ -340,7 +340,7 @@ def test_score_labels_keeps_one_cache_and_computes_only_the_needed_logits(tokeni
 
     def spy(*args, **kwargs):
         out = real_forward(*args, **kwargs)
-        caches.append(out.past_key_values)
+        caches.append(out.cache)
         return out
 
     monkeypatch.setattr(model.llm, "forward", spy)

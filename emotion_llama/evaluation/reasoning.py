@@ -54,6 +54,7 @@ from emotion_llama.datasets.merr import read_merr_json, read_merr_txt
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import ClipPrediction, Evaluator
 from emotion_llama.fileio import atomic_files, atomic_path
+from emotion_llama.hf import LOCAL_PLAIN
 from emotion_llama.inference.core import InferenceCore, resolve_device, weight_paths
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def hf_judge(model_dir: str | Path, device: str | torch.device = "cpu", max_new_
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(path)).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(path), **LOCAL_PLAIN).to(device).eval()
 
     @torch.no_grad()
     def generate(prompts: list[str]) -> list[str]:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_path
+from emotion_llama.hf import LOCAL_PLAIN
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,8 @@ def _transformers_components(path: Path, torch_dtype) -> dict[str, object]:
         if not (path / name).is_dir():
             raise UserError(f"{path / name} is missing: model_index.json names a {name} component; "
                             "set paths.t2i to a complete pipeline folder")
-        model, info = cls.from_pretrained(str(path / name), local_files_only=True, dtype=torch_dtype,
-                                          output_loading_info=True)
+        model, info = cls.from_pretrained(str(path / name), dtype=torch_dtype, output_loading_info=True,
+                                          **LOCAL_PLAIN)
         mismatched = [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())]
         new = sorted({*info.get("missing_keys", ()), *mismatched})
         if new:

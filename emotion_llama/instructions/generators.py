@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from emotion_llama.errors import UserError
+from emotion_llama.hf import LOCAL_PLAIN
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class LocalGenerator:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if self.device.type == "cuda" else None
-        self.model = AutoModelForCausalLM.from_pretrained(str(self.path), local_files_only=True, dtype=dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=dtype, **LOCAL_PLAIN)
         self.model.to(self.device).eval()
 
     def settings(self) -> dict:

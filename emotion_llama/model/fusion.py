@@ -190,7 +190,7 @@ class PlaceholderFusion(nn.Module):
             logits_to_keep=1,
         )
         first_logp = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)
-        cache = out.past_key_values
+        cache = out.cache
         del out
         start = attention_mask.sum(1, keepdim=True)  # (B, 1) position of each clip's first answer token
         ones = attention_mask.new_ones(b, 1)
@@ -206,7 +206,7 @@ class PlaceholderFusion(nn.Module):
                     input_ids=fed,
                     attention_mask=torch.cat([attention_mask, ones.expand(b, fed.shape[1])], dim=1),
                     position_ids=start + torch.arange(fed.shape[1], device=fed.device),
-                    past_key_values=cache,
+                    cache=cache,
                     use_cache=True,
                 ).logits  # (B, C-1, V)
                 cache.crop(-fed.shape[1])  # back to the prompt (a negative count removes that many tokens)

@@ -58,6 +58,7 @@ from transformers import (
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from emotion_llama.errors import UserError, WeightsNotFoundError
+from emotion_llama.hf import LOCAL_PLAIN
 from emotion_llama.labels import DFEW_LABELS, MERR_LABELS
 from emotion_llama.model.fusion import IMAGE, MODALITIES, PlaceholderFusion, presence
 from emotion_llama.model.llm import LLAMA2_7B, llama_config
@@ -557,7 +558,7 @@ def read_instructblip(folder: str | Path, dtype: torch.dtype = torch.float32,
     device = torch.device(device) if device is not None else torch.get_default_device()
     placement = {} if device.type == "cpu" else {"device_map": device}
     blip, info = InstructBlipForConditionalGeneration.from_pretrained(
-        str(folder), local_files_only=True, dtype=dtype, output_loading_info=True, **placement
+        str(folder), dtype=dtype, output_loading_info=True, **LOCAL_PLAIN, **placement
     )
     fresh = sorted(set(info.get("missing_keys", ())) | {str(k[0]) if isinstance(k, tuple) else str(k)
                                                          for k in info.get("mismatched_keys", ())})

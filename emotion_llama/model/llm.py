@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
 
 from emotion_llama.errors import WeightsNotFoundError
+from emotion_llama.hf import LOCAL_PLAIN
 
 # LLaMA-2-7B's architecture, for building it on the meta device without a weights folder.
 LLAMA2_7B = dict(
@@ -62,7 +63,9 @@ def load_llm(
         raise WeightsNotFoundError("LLM", path, config_key)
     # The CPU keeps transformers' plain loading path (no device_map: no accelerate dispatch hooks).
     placement = {} if device.type == "cpu" else {"device_map": device}
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa", **placement)
+    return AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=dtype, attn_implementation="sdpa", **LOCAL_PLAIN, **placement
+    )
 
 
 def apply_lora(llm: PreTrainedModel, spec: LoraSpec, trainable_dtype: torch.dtype = torch.float32) -> PeftModel:
