@@ -2,13 +2,19 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Every package of every extra, transitive ones included, pinned with its hashes (pip-compile, `make lock`).
+LOCK := requirements.lock
+PIP_TOOLS := pip-tools==7.7.0
 
-.PHONY: install test test-slow test-all demo demo-image demo-text app lint clean
+.PHONY: install test test-slow test-all test-latest demo demo-image demo-text app lint lock check-lock clean
 
-$(BIN)/.installed: pyproject.toml
+# The venv is the lock, line for line: pip installs exactly its pins (--require-hashes refuses anything unpinned),
+# the project goes in editable without dependencies, and the result is checked against the lock.
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python tools/check_lock.py --installed
 	touch $@
 
 install: $(BIN)/.installed
@@ -46,15 +52,31 @@ demo-text: install
 
 # The web demo on http://127.0.0.1:7860 (the demo's tiny model once `make demo` has run), with the `app` extra
 # (Gradio); overrides through ARGS, e.g. make app ARGS='checkpoint=DIR paths.llm=/models/llama port=8080'.
-$(BIN)/.app-installed: $(BIN)/.installed
-	$(BIN)/pip install --quiet -e '.[app]'
-	touch $@
-
-app: $(BIN)/.app-installed
+app: install
 	$(BIN)/python tools/app.py $(ARGS)
+
+# Re-resolve every dependency list of pyproject.toml to the newest releases it admits (run make test-latest first).
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet '$(PIP_TOOLS)'
+	.venv-lock/bin/pip-compile --quiet --upgrade --all-extras --generate-hashes --allow-unsafe --strip-extras \
+	    --no-emit-index-url --no-emit-find-links --output-file=$(LOCK) pyproject.toml
+	.venv-lock/bin/python tools/check_lock.py --stamp
+
+check-lock: install
+	$(BIN)/python tools/check_lock.py
+
+# The fast tier on the newest releases pyproject.toml admits, in a throwaway venv: what the next `make lock` would bring.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install --quiet --upgrade pip
+	.venv-latest/bin/pip install --quiet --upgrade -e '.[dev,app,imagine]'
+	.venv-latest/bin/pip freeze --exclude-editable > .venv-latest/freeze.txt
+	.venv-latest/bin/pytest -q -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check emotion_llama encoders datasets tools tests
 
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf outputs .pytest_cache .venv-lock .venv-latest
