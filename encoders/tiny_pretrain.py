@@ -40,6 +40,7 @@ import math
 import multiprocessing as mp
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ from torch import nn
 from tqdm import tqdm
 
 from emotion_llama.datasets.cues import read_cue_phrases
+from emotion_llama.datasets.faces import DEFAULT_FACE_DETECTOR, check_detector
 from emotion_llama.datasets.merr import read_merr_json, read_merr_txt
 from emotion_llama.encoders import ENCODERS
 from emotion_llama.encoders.extract import decode_clip
@@ -104,8 +106,9 @@ def _inputs(encoders: dict, clip: dict) -> dict[str, torch.Tensor]:
 
 
 def load_splits(root: Path, splits: Sequence[str], encoders: dict, workers: int,
-                keys: dict[str, tuple[str, ...]]) -> list[tuple[dict, dict]]:
-    """Decoded, preprocessed inputs and cue targets (over the cue ``keys``) of each split, held in memory.
+                keys: dict[str, tuple[str, ...]], face_detector: str | None = None) -> list[tuple[dict, dict]]:
+    """Decoded, preprocessed inputs and cue targets (over the cue ``keys``) of each split, held in memory; the face
+    crops are those of ``face_detector`` (None: the default), as extraction will cut them.
 
     One process pool for all splits: each spawned worker pays the import of torch and OpenCV once.
     """
@@ -113,7 +116,7 @@ def load_splits(root: Path, splits: Sequence[str], encoders: dict, workers: int,
     names = {s: [x.name for x in read_merr_txt(root / "splits" / f"{s}.txt")] for s in splits}
     paths = [root / "videos" / f"{n}.mp4" for s in splits for n in names[s]]
     with mp.get_context("spawn").Pool(workers) if workers > 1 else _Serial() as pool:
-        clips = pool.map(decode_clip, paths)
+        clips = pool.map(partial(decode_clip, face_detector=face_detector), paths)
     bad = [c["name"] for c in clips if "error" in c]
     if bad:
         raise RuntimeError(f"cannot decode synthetic clips {bad[:3]} under {root}")
@@ -220,12 +223,21 @@ def _trim(batch: dict, front: torch.Tensor, kernel: int, stride: int) -> tuple[d
 
 def pretrain_tiny_encoders(
     synthetic_dir: str | Path, out_dir: str | Path, epochs: int = 24, batch_size: int = 16, lr: float = 2e-3,
-    seed: int = 0, workers: int = 2,
+    seed: int = 0, workers: int = 2, face_detector: str | None = None,
 ) -> dict:
-    """Train the tiny encoders on cue detection and save them under ``out_dir`` (no-op when present)."""
+    """Train the tiny encoders on cue detection, on the face crops of ``face_detector`` (None: the default), and
+    save them under ``out_dir``; a no-op when they are there, refused when they learnt another detector's crops."""
     root, out_dir = Path(synthetic_dir), Path(out_dir)
+    face_detector = check_detector(face_detector or DEFAULT_FACE_DETECTOR)
     if (out_dir / "meta.json").is_file():
-        return json.loads((out_dir / "meta.json").read_text())
+        meta = json.loads((out_dir / "meta.json").read_text())
+        learnt = meta.get("face_detector")
+        if learnt != face_detector:
+            what = f"face_detector={learnt} crops" if learnt else "the crops of an unrecorded face detector"
+            raise UserError(f"{out_dir}: these tiny encoders were pre-trained on {what}, not face_detector="
+                            f"{face_detector}: remove the folder to pre-train them again, or set paths.output_dir "
+                            "to another folder")
+        return meta
     start = time.time()
     keys = cue_keys(root)
     torch.manual_seed(seed)
@@ -235,7 +247,7 @@ def pretrain_tiny_encoders(
     # of HuBERT's front end trains, since a frozen random one keeps almost no pitch or rhythm.
     hubert.model.feature_extractor.conv_layers[0].requires_grad_(False)
     kernel, stride = hubert.model.config.conv_kernel[0], hubert.model.config.conv_stride[0]
-    (train, targets), (val, vtargets) = load_splits(root, ("train", "val"), encoders, workers, keys)
+    (train, targets), (val, vtargets) = load_splits(root, ("train", "val"), encoders, workers, keys, face_detector)
     front, vfront = _hubert_front(hubert, train["hubert"]), _hubert_front(hubert, val["hubert"])
     decoded = time.time() - start
     model = CueModel(encoders, len(keys["face"]), len(keys["voice"]))
@@ -266,7 +278,7 @@ def pretrain_tiny_encoders(
         _, val_acc = _loss_and_accuracy(model(val, vfront), vtargets)
     meta = {"epochs": epochs, "seed": seed, "train_clips": n, "val_accuracy": val_acc,
             "decode_seconds": round(decoded, 1), "seconds": round(time.time() - start, 1),
-            "face_cues": list(keys["face"]), "voice_cues": list(keys["voice"])}
+            "face_cues": list(keys["face"]), "voice_cues": list(keys["voice"]), "face_detector": face_detector}
     _save(encoders, out_dir, meta)
     accuracy = ", ".join(f"{k} {float(v):.2f}" for k, v in val_acc.items())
     log.info("tiny encoders pre-trained in %.0f s (final loss %.4f; val accuracy %s) -> %s",

@@ -24,7 +24,7 @@ log = logging.getLogger("emotion_llama.demo")
 def _train_cfg(cfg: DictConfig, experiment: str) -> DictConfig:
     overrides = [f"experiment={experiment}", f"paths.output_dir={cfg.paths.output_dir}",
                  f"data.generate.clips_per_label={cfg.clips_per_label}", f"data.generate.seed={cfg.seed}",
-                 *cfg.train_overrides]
+                 f"face_detector={cfg.face_detector}", *cfg.train_overrides]
     return compose(config_name="train", overrides=overrides)
 
 
@@ -35,7 +35,8 @@ def _stage(cfg: DictConfig, experiment: str) -> dict:
 
 def _eval(cfg: DictConfig, checkpoint: str, data: str, tag: str = "", drop: str = "[]") -> dict:
     overrides = [f"paths.output_dir={cfg.paths.output_dir}", f"data={data}", f"checkpoint={checkpoint}",
-                 f"eval.drop={drop}", f"eval.tag={tag}", f"run_dir={cfg.demo_dir}/eval/{data}{tag}"]
+                 f"eval.drop={drop}", f"eval.tag={tag}", f"run_dir={cfg.demo_dir}/eval/{data}{tag}",
+                 f"face_detector={cfg.face_detector}"]
     report = evaluate(compose(config_name="eval", overrides=overrides))
     return {k: report[k] for k in ("war", "uar", "weighted_f1", "macro_f1")} | {
         "metrics": f"{cfg.demo_dir}/eval/{data}{tag}/metrics.json"}
@@ -61,7 +62,8 @@ def _infer(cfg: DictConfig, checkpoint: str, video: Path) -> dict:
     infer = compose(config_name="infer")  # the inference tool's own defaults (device, batch size, lengths)
     card = Path(cfg.demo_dir) / "card.png"
     predictor = Predictor(checkpoint, device=infer.device, batch_size=infer.batch_size,
-                          max_new_tokens=infer.max_new_tokens, num_workers=infer.num_workers)
+                          max_new_tokens=infer.max_new_tokens, num_workers=infer.num_workers,
+                          face_detector=cfg.face_detector)
     subtitles = read_subtitles(Path(cfg.paths.synthetic_dir) / "subtitles.csv")
     (pred,) = predictor.predict([str(video)], subtitles, task="reason", keep_image=True)
     if isinstance(pred, Failure):

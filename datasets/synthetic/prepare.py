@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 
 
 def prepare_synthetic(cfg: DictConfig, clips_per_label: int = 40, seed: int = 0, workers: int = 2) -> None:
-    """Generate the synthetic set, pre-train the tiny encoders and extract features when absent."""
+    """Generate the synthetic set, pre-train the tiny encoders and extract features when absent, all on the face
+    crops of ``cfg.face_detector`` (None: the default detector)."""
     from emotion_llama.cli import model_config
     from emotion_llama.datasets.synthetic.writer import generate
     from emotion_llama.encoders.extract import extract_folder
@@ -18,11 +19,12 @@ def prepare_synthetic(cfg: DictConfig, clips_per_label: int = 40, seed: int = 0,
 
     generate(cfg.data.root, clips_per_label=clips_per_label, seed=seed, workers=workers)
     model_cfg = model_config(cfg)
+    face_detector = cfg.get("face_detector")
     if model_cfg.encoder_size == "tiny" and model_cfg.encoder_paths:
-        pretrain_tiny_encoders(cfg.data.root, cfg.paths.tiny_encoders, workers=workers)
+        pretrain_tiny_encoders(cfg.data.root, cfg.paths.tiny_encoders, workers=workers, face_detector=face_detector)
     extract_folder(
         cfg.data.videos_dir, cfg.data.features_dir, model_cfg, feature_dirs=cfg.data.feature_dirs,
-        num_workers=workers, batch_size=8,
+        num_workers=workers, batch_size=8, face_detector=face_detector,
     )
 
 
