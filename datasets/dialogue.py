@@ -10,6 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from omegaconf import DictConfig
+
+from emotion_llama.errors import UserError
+from emotion_llama.labels import IEMOCAP4_LABELS, IEMOCAP6_LABELS, MELD_LABELS
+
+DIALOGUE_KINDS = ("meld", "iemocap")  # the text-only dialogue sets (data.kind)
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -47,3 +54,23 @@ def with_context(utterances: Iterable[Utterance]) -> list[Utterance]:
             context[(dialogue, u.index)] = tuple(earlier)
             earlier.append((u.speaker, u.text))
     return [replace(u, context=context[(u.dialogue, u.index)]) for u in utterances]
+
+
+def is_dialogue(data: DictConfig) -> bool:
+    """Whether ``data`` is a text-only dialogue set this module evaluates."""
+    return data.get("kind") in DIALOGUE_KINDS
+
+
+def dialogue_labels(data: DictConfig) -> list[str]:
+    """The label set, in metric order: MELD's seven (``data.labels`` may reorder them), IEMOCAP's by
+    ``data.classes`` (4: exc merged into hap; 6: hap, sad, neu, ang, exc, fru)."""
+    if data.kind == "iemocap":
+        classes = data.get("classes", 4)
+        if classes not in (4, 6):
+            raise UserError(f"data.classes={classes}: use 4 (exc merged into hap) or 6")
+        return list(IEMOCAP4_LABELS if classes == 4 else IEMOCAP6_LABELS)
+    labels = list(data.get("labels") or MELD_LABELS)
+    if sorted(labels) != sorted(MELD_LABELS):
+        raise UserError(f"data.labels=[{','.join(labels)}]: MELD's labels are {', '.join(MELD_LABELS)} "
+                        "(any order, each once)")
+    return labels

@@ -28,6 +28,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_llama.errors import UserError
+from emotion_llama.runtime import resolve_device
 
 # The repository's conf/ (the package is installed editable from the repository); EMOTION_LLAMA_CONF overrides.
 CONF_DIR = Path(os.environ.get("EMOTION_LLAMA_CONF") or Path(__file__).resolve().parents[1] / "conf")
@@ -138,7 +139,7 @@ def check_settings(config_name: str, cfg: DictConfig) -> None:
 
     validate(config_name, cfg)
     if "device" not in RULES.get(config_name, {}) and isinstance(cfg.get("device"), str) and cfg.device != "auto":
-        check_device(cfg.device)
+        resolve_device(cfg.device)
 
 
 def _fail(err: object) -> None:
@@ -306,20 +307,6 @@ def help_text(config_name: str) -> str:
     with _hydra():
         cfg = hydra_compose(config_name, return_hydra_config=True)
     return str(cfg.hydra.help.template).rstrip()
-
-
-def check_device(name: str):
-    """``device=auto|cpu|cuda|cuda:N`` as a ``torch.device``; a device this machine lacks is a UserError."""
-    from emotion_llama.inference.core import resolve_device
-
-    return resolve_device(name)
-
-
-def model_config(cfg: DictConfig):
-    """The validated ``model`` group (imported lazily: torch is slow to import for commands that skip it)."""
-    from emotion_llama.model.config import ModelConfig
-
-    return ModelConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
 
 
 # ---------------------------------------------------------------------------------------------- output

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from emotion_llama.errors import UserError
 from emotion_llama.labels import LABEL_SETS
+from emotion_llama.runtime import resolve_device
 
 _UNSET = object()
 
@@ -186,10 +187,8 @@ def device(accelerator: bool = False) -> Check:
             return value
         if value == "auto":
             return value
-        from emotion_llama.cli import check_device
-
         try:
-            check_device(value)
+            resolve_device(value)
         except UserError as err:
             message = str(err)
             raise SettingError(message if message.startswith(f"{key}=") else f"{key}: {message}") from None

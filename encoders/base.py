@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from emotion_llama.errors import UserError, WeightsNotFoundError
-from emotion_llama.hf import LOCAL_PLAIN
+from emotion_llama.runtime import LOCAL_PLAIN
 
 logger = logging.getLogger(__name__)
 

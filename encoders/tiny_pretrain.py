@@ -55,18 +55,14 @@ from emotion_llama.encoders import ENCODERS
 from emotion_llama.encoders.extract import decode_clip
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_dir
+from emotion_llama.runtime import TINY_ENCODER_FILES
 
 log = logging.getLogger(__name__)
 
-FILES = {"eva": "eva.pth", "mae": "mae", "videomae": "videomae", "hubert": "hubert"}
 # The defining cue of each group; every other cue of the list says the same group. Index 3 is the "weak"
 # cue (a still face, a flat voice), so a group head has four classes and never needs the emotion label.
 FACE_GROUP_CUES = ("brows_raised", "smile", "brows_knitted", "face_still")
 VOICE_GROUP_CUES = ("loud", "soft", "medium_level", "voice_flat")
-
-
-def tiny_encoder_paths(root: str | Path) -> dict[str, str]:
-    return {name: str(Path(root) / f) for name, f in FILES.items()}
 
 
 def _group(cues: list[str], defining: tuple[str, ...]) -> int:
@@ -290,10 +286,10 @@ def _save(encoders: dict, out_dir: Path, meta: dict) -> None:
     """Real formats, written to a temporary folder and moved into place whole."""
     with atomic_dir(out_dir) as tmp:
         for name in ("mae", "videomae", "hubert"):
-            encoders[name].model.save_pretrained(tmp / FILES[name])
+            encoders[name].model.save_pretrained(tmp / TINY_ENCODER_FILES[name])
         eva = encoders["eva"]
         state = {f"visual_encoder.{k}": v for k, v in eva.model.state_dict().items()}
         state |= {f"ln_vision.{k}": v for k, v in eva.ln_vision.state_dict().items()}
-        torch.save(state, tmp / FILES["eva"])
+        torch.save(state, tmp / TINY_ENCODER_FILES["eva"])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 

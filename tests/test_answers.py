@@ -1,6 +1,6 @@
 import pytest
 
-from emotion_llama.evaluation.answers import ORIGINAL_FALLBACK, parse_emotion, parse_like_original
+from emotion_llama.answers import ORIGINAL_FALLBACK, parse_emotion, parse_like_original
 from emotion_llama.labels import DFEW_LABELS, MER_LABELS, MERR_LABELS
 
 

@@ -27,8 +27,9 @@ TOOLS = {
     "app.py": "checkpoint=", "make_instructions.py": "data_root=", "make_synthetic_images.py": "key=value",
     "bench_faces.py": "detectors=", "demo_text.py": "per_label=",
 }
-# Scripts with arguments of their own (not the launcher's key=value convention): none.
-OWN_ARGUMENTS: set[str] = set()
+# Scripts with arguments of their own (not the launcher's key=value convention): the lock checks of the Makefile
+# and CI, which need nothing of the project installed.
+OWN_ARGUMENTS: set[str] = {"check_lock.py"}
 
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -164,3 +165,29 @@ def test_real_processes_answer_in_one_line():
     proc = subprocess.run([str(entry), "--help"], capture_output=True, text=True, env=env, timeout=120, cwd="/")
     assert proc.returncode == 0 and proc.stdout.startswith("usage: emotion-llama-infer VIDEO|DIR")
     assert "checkpoint=" in proc.stdout and "task=emotion|reason" in proc.stdout
+
+
+@pytest.mark.parametrize(("command", "target"), [
+    ("evaluate", "emotion_llama.evaluation.evaluate.evaluate"),
+    ("reason", "emotion_llama.evaluation.reasoning.evaluate_reasoning"),
+])
+def test_eval_and_reason_pass_on_the_weight_paths_named_and_only_those(command, target, tmp_path, monkeypatch,
+                                                                      restore_logging):
+    """One rule for every command: the paths.* named on the command line (tiny_encoders included) replace the
+    checkpoint's saved weight paths; the config's defaults never do."""
+    import importlib
+
+    module, name = target.rsplit(".", 1)
+    seen = {}
+
+    def record(cfg, *args, paths=None, **kwargs):
+        seen["paths"] = dict(paths if paths is not None else args[-1])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(importlib.import_module(module), name, record)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    main = importlib.import_module(f"emotion_llama.commands.{command}").main
+    with pytest.raises(SystemExit):
+        main([f"checkpoint={ckpt}", f"paths.tiny_encoders={tmp_path / 'enc'}", f"paths.output_dir={tmp_path}"])
+    assert seen["paths"] == {"tiny_encoders": str(tmp_path / "enc"), "output_dir": str(tmp_path)}

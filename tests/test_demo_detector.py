@@ -8,8 +8,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 import emotion_llama.inference.video as video
 from conftest import CONF_DIR
-from emotion_llama.datasets.synthetic import prepare, writer
-from emotion_llama.encoders import extract, tiny_pretrain
+from emotion_llama.training import synthetic as prepare
 
 
 @pytest.fixture(autouse=True)
@@ -34,10 +33,10 @@ def test_the_default_detector_is_mtcnn_everywhere(tmp_path):
 def test_the_demo_key_reaches_pretraining_extraction_evaluation_and_inference(tmp_path, monkeypatch):
     cfg = demo_cfg(tmp_path, "face_detector=haar")
     seen = {}
-    monkeypatch.setattr(writer, "generate", lambda *a, **k: None)
-    monkeypatch.setattr(tiny_pretrain, "pretrain_tiny_encoders",
+    monkeypatch.setattr(prepare, "generate", lambda *a, **k: None)
+    monkeypatch.setattr(prepare, "pretrain_tiny_encoders",
                         lambda *a, face_detector=None, **k: seen.setdefault("pretrain", face_detector))
-    monkeypatch.setattr(extract, "extract_folder",
+    monkeypatch.setattr(prepare, "extract_folder",
                         lambda *a, face_detector=None, **k: seen.setdefault("extract", face_detector))
     train_cfg = demo._train_cfg(cfg, "tiny_coarse")
     prepare.prepare_synthetic(train_cfg)

@@ -14,10 +14,11 @@ from emotion_llama.encoders.extract import extract_folder
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import Evaluator
 from emotion_llama.evaluation.reasoning import ReasonEvaluator
-from emotion_llama.inference.core import InferenceCore, checkpoint_overrides, resolve_device, weight_paths
+from emotion_llama.inference.core import InferenceCore, checkpoint_overrides
 from emotion_llama.inference.video import Predictor
 from emotion_llama.labels import DFEW_LABELS, MERR_LABELS
 from emotion_llama.model.config import ModelConfig
+from emotion_llama.runtime import resolve_device
 
 NAMES = ("good", "noface", "silent")
 SUBTITLES = {"good": "I passed the exam", "silent": "a much longer sentence, so the other prompts are padded"}
@@ -113,8 +114,8 @@ def test_named_paths_replace_only_what_they_name(checkpoint, tmp_path):
     assert out["encoder_paths"]["eva"] == str(tmp_path / "eva.pth")
     assert {k: v for k, v in out["encoder_paths"].items() if k != "eva"} == {k: v for k, v in saved.items() if k != "eva"}
     assert "llm_path" not in out
-    # A config group's unset (null) paths name nothing.
-    assert weight_paths({"llm": None, "eva": "/w/eva.pth", "output_dir": "outputs"}) == {"eva": "/w/eva.pth"}
+    # Unset (null) paths and keys that are no weights name nothing.
+    assert checkpoint_overrides(checkpoint, {"llm": None, "output_dir": "outputs"}) == {}
 
 
 def test_device_policy():

@@ -10,14 +10,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import CONF_DIR
-from emotion_llama.cli import model_config
+from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.inspect import inspect_model
 
 
 def preset(name: str):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return model_config(compose(config_name="inspect_model", overrides=[f"model={name}"]))
+        return ModelConfig.from_cfg(compose(config_name="inspect_model", overrides=[f"model={name}"]))
 
 
 def test_real_size_figures_match_the_paper():

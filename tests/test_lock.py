@@ -73,3 +73,8 @@ def test_an_environment_must_hold_the_lock_and_nothing_else():
         "transformers==5.26.0 is installed, requirements.lock pins 5.25.0",
         "gradio==6.31.0 is in requirements.lock but not installed",
     ]
+
+
+def test_the_script_says_its_usage_and_refuses_other_options(capsys):
+    assert check_lock.main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: ")
+    assert check_lock.main(["--frobnicate"]) == 2 and capsys.readouterr().err.startswith("usage: ")

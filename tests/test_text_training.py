@@ -94,7 +94,7 @@ def test_text_examples_are_the_evaluation_prompts_with_nothing_present(tmp_path,
 def test_imagined_training_uses_eva_only_pictures_the_evaluation_then_reuses(t2i, tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from emotion_llama.evaluation.imagined import ImageInputs
+    from emotion_llama.imagination.pictures import ImageInputs
     from emotion_llama.inference.core import InferenceCore
     from emotion_llama.model.checkpoint import load_checkpoint
     from emotion_llama.model.fusion import PRESENT

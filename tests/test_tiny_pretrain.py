@@ -8,9 +8,10 @@ import torch
 from emotion_llama.datasets.synthetic import generate
 from emotion_llama.encoders.build import build_encoders
 from emotion_llama.encoders.extract import fingerprint
-from emotion_llama.encoders.tiny_pretrain import pretrain_tiny_encoders, tiny_encoder_paths
+from emotion_llama.encoders.tiny_pretrain import pretrain_tiny_encoders
 from emotion_llama.errors import UserError
 from emotion_llama.model.config import ModelConfig
+from emotion_llama.runtime import tiny_encoder_paths
 
 
 def test_pretrained_tiny_encoders_load_through_the_real_loaders(tmp_path):

@@ -130,8 +130,8 @@ def test_text_variant_draws_and_reports_no_picture(models, tmp_path, capsys):
 
 def test_image_inputs_are_eva_only_and_text_inputs_have_nothing(models, tmp_path):
     from emotion_llama.datasets.dialogue import Utterance
-    from emotion_llama.evaluation.imagined import ImageInputs, text_inputs
     from emotion_llama.imagination.imagine import Imaginer
+    from emotion_llama.imagination.pictures import ImageInputs, text_inputs
     from emotion_llama.inference.core import InferenceCore
     from emotion_llama.model.fusion import PRESENT
 
@@ -212,9 +212,10 @@ def test_bad_settings_are_one_line_naming_the_key(models, tmp_path, capsys):
 def test_an_instructblip_backbone_answers_through_the_same_path(tmp_path):
     """Backbone-agnostic: a model that reads pixels gets the picture's pixel values, EVA column present."""
     from emotion_llama.datasets.dialogue import Utterance
-    from emotion_llama.evaluation.imagined import ImageInputs, answer_variant
+    from emotion_llama.evaluation.imagined import answer_variant
     from emotion_llama.imagination.imagine import Imaginer
     from emotion_llama.imagination.mapper import ParseMapper, ScoreMapper
+    from emotion_llama.imagination.pictures import ImageInputs
     from emotion_llama.inference.core import InferenceCore
     from emotion_llama.model.fusion import PRESENT
     from emotion_llama.model.instructblip import build_tiny_instructblip

@@ -36,8 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion_llama.cli import Call, UsageError, run
 from emotion_llama.errors import UserError
-from emotion_llama.inference.core import resolve_device
 from emotion_llama.model.llm import enable_checkpointing
+from emotion_llama.runtime import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
 PYPROJECT = ROOT / "pyproject.toml"
 STAMP = "# pyproject-dependencies-sha256: "
+USAGE = "usage: python tools/check_lock.py [--installed | --stamp]   (no option: the lock against pyproject.toml)"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 # Installed with the interpreter's venv, not by the project: never in the lock.
 NOT_LOCKED = {"pip"}
@@ -101,13 +102,16 @@ def main(argv: list[str]) -> int:
         kept = [line for line in lock.splitlines() if not line.startswith(STAMP)]
         LOCK.write_text("\n".join([*kept, STAMP + digest(declared(pyproject))]) + "\n")
         return 0
+    if argv in (["--help"], ["-h"]):
+        print(USAGE)
+        return 0
     if argv == ["--installed"]:
         installed = {d.metadata["Name"]: d.version for d in metadata.distributions()}
         problems = check_installed(lock, installed, tomllib.loads(pyproject)["project"]["name"])
     elif not argv:
         problems = check_pyproject(lock, pyproject)
     else:
-        print("usage: python tools/check_lock.py [--installed | --stamp]", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

@@ -28,7 +28,6 @@ from emotion_llama.datasets.synthetic.face import (
     render_frame,
     render_head,
 )
-from emotion_llama.datasets.synthetic.prepare import prepare_synthetic
 from emotion_llama.datasets.synthetic.text import TEXT_POOLS, make_sentence
 from emotion_llama.datasets.synthetic.voice import SAMPLE_RATE
 from emotion_llama.datasets.synthetic.writer import GENERATOR_VERSION, generate, timed_generate
@@ -36,6 +35,6 @@ from emotion_llama.datasets.synthetic.writer import GENERATOR_VERSION, generate,
 __all__ = [
     "CUE_PHRASES", "FACE_PHRASES", "GENERATOR_VERSION", "GRID", "N_EXPR", "SAMPLE_RATE", "SIZE", "TEXT_PHRASES",
     "TEXT_POOLS", "VOICE_PHRASES", "WEAK_KINDS", "Clip", "ClipPlan", "annotation", "generate", "group_labels",
-    "label_groups", "make_clip", "make_sentence", "plan_clips", "prepare_synthetic", "render_background",
+    "label_groups", "make_clip", "make_sentence", "plan_clips", "render_background",
     "render_frame", "render_head", "synthesize_clip", "timed_generate",
 ]

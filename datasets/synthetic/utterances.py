@@ -25,7 +25,7 @@ SENTIMENT = {"neutral": "neutral", "joy": "positive", "sadness": "negative", "an
              "fear": "negative", "disgust": "negative"}  # surprise: drawn per utterance
 
 # Per label: templates whose wording carries the emotion, and the words that fill their slots. Every
-# emotional utterance names its emotion with a word the answer parser knows (emotion_llama.evaluation.answers:
+# emotional utterance names its emotion with a word the answer parser knows (emotion_llama.answers:
 # "glad", "furious", "terrified", ...); neutral ones use no emotion word at all.
 POOLS: dict[str, dict[str, list[str]]] = {
     "neutral": {

@@ -13,22 +13,24 @@ from emotion_llama.cli import Call, run
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
-    from emotion_llama.evaluation.imagined import is_dialogue
+    from emotion_llama.datasets.dialogue import is_dialogue
 
+    # The paths.* named on the command line replace the checkpoint's saved weight paths; the others stay.
+    paths = call.named_paths(cfg)
     if is_dialogue(cfg.data):  # text-only dialogue sets (MELD, IEMOCAP): through imagination
-        return _dialogue(cfg)
+        return _dialogue(cfg, paths)
     from emotion_llama.evaluation.evaluate import evaluate, format_table
 
-    report = evaluate(cfg)
+    report = evaluate(cfg, paths)
     print(format_table(report))
     print(f"outputs in {cfg.run_dir}")
     print(json.dumps({k: v for k, v in report.items() if k != "subsets"}))
 
 
-def _dialogue(cfg: DictConfig) -> None:
+def _dialogue(cfg: DictConfig, paths: dict) -> None:
     from emotion_llama.evaluation.imagined import evaluate_dialogue, format_report
 
-    report = evaluate_dialogue(cfg)
+    report = evaluate_dialogue(cfg, paths)
     print(format_report(report))
     print(f"outputs in {cfg.run_dir}")
     print(json.dumps({k: v for k, v in report.items() if k not in ("variants", "imagination")}))

@@ -12,14 +12,15 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig
 
-from emotion_llama.cli import Call, check_device, model_config, run
+from emotion_llama.cli import Call, run
 from emotion_llama.errors import UserError
+from emotion_llama.runtime import resolve_device
 
 
 def lightning_devices(device: str, devices: int) -> tuple[str, int | list[int]]:
     """``device=auto|cpu|cuda|cuda:N`` (and ``devices=N`` GPUs to shard over) as Lightning's
     ``accelerator`` and ``devices``."""
-    resolved = check_device(device)
+    resolved = resolve_device(device)
     if resolved.type == "cpu":
         return "cpu", devices
     if resolved.index is None:
@@ -32,14 +33,15 @@ def lightning_devices(device: str, devices: int) -> tuple[str, int | list[int]]:
 
 def _main(cfg: DictConfig, call: Call) -> int:
     from emotion_llama.encoders.extract import extract_folder, iter_failures
+    from emotion_llama.model.config import ModelConfig
 
-    if model_config(cfg).reads_pixels:
+    if ModelConfig.from_cfg(cfg).reads_pixels:
         raise UserError(f"model.backbone={cfg.model.backbone} reads the images themselves and needs no features: "
                         "train and evaluate it on the image folders directly")
     accelerator, devices = lightning_devices(cfg.device, cfg.devices)
     start = time.perf_counter()
     counts = extract_folder(
-        cfg.input_dir, cfg.output_dir, model_config(cfg), feature_dirs=cfg.feature_dirs, batch_size=cfg.batch_size,
+        cfg.input_dir, cfg.output_dir, ModelConfig.from_cfg(cfg), feature_dirs=cfg.feature_dirs, batch_size=cfg.batch_size,
         num_workers=cfg.num_workers, accelerator=accelerator, devices=devices, progress=cfg.progress,
         face_detector=cfg.face_detector,
     )

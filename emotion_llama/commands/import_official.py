@@ -15,19 +15,22 @@ from emotion_llama.cli import Call, run
 
 def model_config(name: str, llm: str | None = None, overrides: Sequence[str] = ()):
     """The preset's ModelConfig with ``${paths.*}`` resolved, as ``emotion-llama-import model=NAME`` composes it."""
+    from emotion_llama.model.config import ModelConfig
+
     args = [f"model={name}", "ckpt=-", "out=-", *overrides] + ([f"paths.llm={llm}"] if llm is not None else [])
     with cli._hydra():
-        return cli.model_config(cli.compose("import_official", args))
+        return ModelConfig.from_cfg(cli.compose("import_official", args))
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
+    from emotion_llama.model.config import ModelConfig
     from emotion_llama.model.official import OfficialImportError, import_official
 
-    if cli.model_config(cfg).is_instructblip:
+    if ModelConfig.from_cfg(cfg).is_instructblip:
         raise cli.UsageError("the official Emotion_LLaMA.pth holds an Emotion-LLaMA model: use model=emotion_llama_7b "
                              "(or another preset of backbone emotion_llama)")
     try:
-        report = import_official(cfg.ckpt, cfg.out, cli.model_config(cfg), eva_path=cfg.paths.eva)
+        report = import_official(cfg.ckpt, cfg.out, ModelConfig.from_cfg(cfg), eva_path=cfg.paths.eva)
     except OfficialImportError as err:
         print(err.report.format())
         raise

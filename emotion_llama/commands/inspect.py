@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig
 
-from emotion_llama.cli import Call, model_config, run
+from emotion_llama.cli import Call, run
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
+    from emotion_llama.model.config import ModelConfig
     from emotion_llama.model.inspect import inspect_model
 
-    print(json.dumps(inspect_model(model_config(cfg))))
+    print(json.dumps(inspect_model(ModelConfig.from_cfg(cfg))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

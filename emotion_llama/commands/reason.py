@@ -14,7 +14,8 @@ from emotion_llama.cli import Call, run
 def _main(cfg: DictConfig, call: Call) -> None:
     from emotion_llama.evaluation.reasoning import evaluate_reasoning
 
-    report = evaluate_reasoning(cfg)
+    # The paths.* named on the command line replace the checkpoint's saved weight paths; the others stay.
+    report = evaluate_reasoning(cfg, paths=call.named_paths(cfg))
     print(f"outputs in {cfg.run_dir}")
     judged = report["judge"]
     if "skipped" in judged:

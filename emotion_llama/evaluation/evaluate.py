@@ -24,6 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from emotion_llama.answers import ORIGINAL_FALLBACK, parse_emotion, parse_like_original
 from emotion_llama.datasets.common import Sample, read_subtitles
 from emotion_llama.datasets.dfew import check_clip_folder, match_padding, read_dfew_split, read_dfew_txt
 from emotion_llama.datasets.emoset import read_emoset, read_image_folders
@@ -35,7 +36,6 @@ from emotion_llama.datasets.noise import Corruption
 from emotion_llama.datasets.pixels import ImagePixels
 from emotion_llama.encoders.extract import extract_folder, fingerprint
 from emotion_llama.errors import UserError
-from emotion_llama.evaluation.answers import ORIGINAL_FALLBACK, parse_emotion, parse_like_original
 from emotion_llama.evaluation.metrics import (
     SUMMARY_KEYS,
     classification_report,
@@ -43,7 +43,7 @@ from emotion_llama.evaluation.metrics import (
     plot_confusion,
 )
 from emotion_llama.fileio import atomic_files
-from emotion_llama.inference.core import InferenceCore, weight_paths
+from emotion_llama.inference.core import InferenceCore
 from emotion_llama.labels import MERR_LABELS
 from emotion_llama.model.checkpoint import read_config
 
@@ -240,9 +240,10 @@ def _image_inputs(cfg: DictConfig, names: Sequence[str], core: InferenceCore) ->
     return ImagePixels(paths, core.image_transform, _drop(cfg)), []
 
 
-def evaluate(cfg: DictConfig) -> dict:
+def evaluate(cfg: DictConfig, paths: Mapping[str, object] | None = None) -> dict:
     """Run the evaluation described by ``cfg`` and write metrics.json, predictions.csv, confusion.png (as one
-    unit: an interrupted run leaves the previous outputs, never a mix)."""
+    unit: an interrupted run leaves the previous outputs, never a mix). ``paths``: the ``paths.*`` the user named
+    (``Call.named_paths``; never a config's defaults), which replace the checkpoint's saved weight paths."""
     # The inputs first: a bad split file or setting is reported before the model loads.
     _check_image_model(cfg)
     cache = features_dir(cfg)
@@ -253,7 +254,7 @@ def evaluate(cfg: DictConfig) -> dict:
     labels = list(cfg.data.labels)
     names = sorted({s.name for samples in subsets.values() for s in samples})
     subtitles = read_subtitles(cfg.data.subtitles) if cfg.data.get("subtitles") and "text" not in _drop(cfg) else {}
-    core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device, layout=cfg.prompt_layout)
+    core = InferenceCore.load(cfg.checkpoint, paths, cfg.device, layout=cfg.prompt_layout)
     corruption = _corruption(cfg)
     fp = fingerprint(core.config, corruption=corruption, face_detector=cfg.get("face_detector"))
     store = FeatureStore(cache, cfg.data.feature_dirs, fingerprint=fp, verified_only=corruption is not None)

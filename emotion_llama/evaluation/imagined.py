@@ -45,11 +45,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from emotion_llama.datasets.dialogue import DIALOGUE_KINDS, dialogue_labels
 from emotion_llama.errors import UserError
+from emotion_llama.imagination.pictures import ImageInputs, build_imaginer, check_imagine, text_inputs
 
 log = logging.getLogger(__name__)
 
-DIALOGUE_KINDS = ("meld", "iemocap")
 VARIANTS = ("text", "imagined")
 VARIANT_CHOICES = (*VARIANTS, "both")
 MEDIA = {"text": "text", "imagined": "image"}  # the prompt each variant uses (model.prompts.MEDIA)
@@ -65,11 +66,6 @@ PUBLISHED = {
 }
 
 
-def is_dialogue(data: DictConfig) -> bool:
-    """Whether ``data`` is a text-only dialogue set this module evaluates."""
-    return data.get("kind") in DIALOGUE_KINDS
-
-
 def variants_of(variant: str) -> tuple[str, ...]:
     if variant == "both":
         return VARIANTS
@@ -79,23 +75,6 @@ def variants_of(variant: str) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------- data
-
-
-def dialogue_labels(data: DictConfig) -> list[str]:
-    """The label set, in metric order: MELD's seven (``data.labels`` may reorder them), IEMOCAP's by
-    ``data.classes`` (4: exc merged into hap; 6: hap, sad, neu, ang, exc, fru)."""
-    from emotion_llama.labels import IEMOCAP4_LABELS, IEMOCAP6_LABELS, MELD_LABELS
-
-    if data.kind == "iemocap":
-        classes = data.get("classes", 4)
-        if classes not in (4, 6):
-            raise UserError(f"data.classes={classes}: use 4 (exc merged into hap) or 6")
-        return list(IEMOCAP4_LABELS if classes == 4 else IEMOCAP6_LABELS)
-    labels = list(data.get("labels") or MELD_LABELS)
-    if sorted(labels) != sorted(MELD_LABELS):
-        raise UserError(f"data.labels=[{','.join(labels)}]: MELD's labels are {', '.join(MELD_LABELS)} "
-                        "(any order, each once)")
-    return labels
 
 
 def load_utterances(data: DictConfig) -> list:
@@ -140,114 +119,6 @@ def check_settings(cfg: DictConfig) -> None:
     anything loads."""
     if "imagined" in variants_of(cfg.variant):
         check_imagine(cfg, f"variant={cfg.variant}", "use variant=text")
-
-
-def check_imagine(cfg: DictConfig, needs: str, instead: str) -> None:
-    """``paths.t2i`` and ``imagine.*`` of a config that draws its utterances (``needs``: the setting that
-    does, e.g. ``variant=both``; ``instead``: how to do without pictures)."""
-    from emotion_llama.imagination.imagine import check_template
-
-    im = cfg.imagine
-    if not cfg.paths.get("t2i"):
-        raise UserError(f"paths.t2i is not set: {needs} draws each utterance with a local text-to-image "
-                        "pipeline; set paths.t2i=DIR (a diffusers folder saved with save_pretrained, e.g. Stable "
-                        f"Diffusion 2) or {instead}")
-    if not (Path(cfg.paths.t2i) / "model_index.json").is_file():
-        raise UserError(f"paths.t2i={cfg.paths.t2i} is not a diffusers pipeline folder (no model_index.json): "
-                        "set paths.t2i to a text-to-image pipeline saved with save_pretrained")
-    try:
-        check_template(im.prompt_template)
-    except UserError as err:
-        raise UserError(f"imagine.{err}") from None
-    if im.size % 8:
-        raise UserError(f"imagine.size={im.size}: use a multiple of 8")
-
-
-# ---------------------------------------------------------------------------------------------- model inputs
-
-
-def text_inputs(n: int) -> dict:
-    """Features of ``n`` utterances with nothing but their text: every modality absent."""
-    import torch
-
-    from emotion_llama.model.fusion import MODALITIES, PRESENT
-
-    return {PRESENT: torch.zeros(n, len(MODALITIES), dtype=torch.bool)}
-
-
-class ImageInputs:
-    """Model features of picture files, the same for any backbone the core holds.
-
-    A model that encodes images itself (InstructBLIP: :attr:`InferenceCore.reads_pixels`) gets the pixel values
-    of its own image transform; Emotion-LLaMA gets the EVA tokens of its EVA encoder (built from the
-    checkpoint's config, as feature extraction builds it), from the image as
-    :func:`~emotion_llama.encoders.extract.decode_image` decodes it. Either way the picture is the only
-    modality present (a face in it is not given to the face encoder).
-    """
-
-    def __init__(self, core):
-        self.core = core
-        self._encoders = None
-
-    def __call__(self, paths: Sequence[str | Path]) -> dict:
-        import torch
-
-        from emotion_llama.datasets.features import stack_features
-
-        clips = decode_pictures(paths)
-        if getattr(self.core, "reads_pixels", False):
-            from emotion_llama.datasets.pixels import pixel_batch
-
-            return pixel_batch([c["eva_image"] for c in clips], self.core.image_transform)
-        with self.core.autocast():
-            per_clip = self.encoders(clips)
-        return stack_features([{"eva": torch.from_numpy(f["eva"]).float()} for f in per_clip])
-
-    @property
-    def encoders(self):
-        if self._encoders is None:
-            self._encoders = eva_encoder(self.core.config, self.core.device)
-        return self._encoders
-
-
-def decode_pictures(paths: Sequence[str | Path]) -> list[dict]:
-    """Drawn pictures decoded as feature extraction decodes an image, each EVA's only input (no face MAE, even
-    when a face is found in it)."""
-    from emotion_llama.encoders.extract import decode_image
-
-    clips = []
-    for path in paths:
-        clip = decode_image(path)
-        if "error" in clip:
-            raise UserError(f"{path}: {clip['error']}; delete it (and rerun) to have it drawn again")
-        clips.append({**clip, "face_found": False})
-    return clips
-
-
-def eva_encoder(config, device):
-    """The EVA encoder of a model config (a checkpoint's, or a training run's) as feature extraction builds it:
-    decoded pictures -> ``[{"eva": float16 tokens}]``."""
-    from emotion_llama.encoders.build import build_encoders
-    from emotion_llama.encoders.extract import FeatureEncoders
-
-    return FeatureEncoders(build_encoders(config, names=("eva",))).to(device).eval()
-
-
-def picture_features(paths: Sequence[str | Path], config, device="cpu", batch_size: int = 16) -> list[dict]:
-    """Per picture, the features the image path of an Emotion-LLaMA of ``config`` gets (as :class:`ImageInputs`
-    gives them at test time): ``{"eva": (1 + P, D) float16 tokens}``, EVA the only modality present."""
-    import torch
-
-    from emotion_llama.inference.core import autocast, resolve_device
-
-    device = resolve_device(device)
-    encoders = eva_encoder(config, device)
-    out = []
-    for start in range(0, len(paths), batch_size):
-        with autocast(device):
-            per_clip = encoders(decode_pictures(paths[start:start + batch_size]))
-        out += [{"eva": torch.from_numpy(f["eva"])} for f in per_clip]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- answering
@@ -299,12 +170,13 @@ def answer_variant(core, utterances: Sequence, variant: str, mapper_kind: str, m
 # ---------------------------------------------------------------------------------------------- the evaluation
 
 
-def evaluate_dialogue(cfg: DictConfig) -> dict:
-    """Run the evaluation ``cfg`` describes (see the module doc) and write its outputs; returns metrics.json."""
+def evaluate_dialogue(cfg: DictConfig, paths: Mapping[str, object] | None = None) -> dict:
+    """Run the evaluation ``cfg`` describes (see the module doc) and write its outputs; returns metrics.json.
+    ``paths``: the weight paths the user named, which replace the checkpoint's."""
     import torch
 
     from emotion_llama.imagination.mapper import build_mapper
-    from emotion_llama.inference.core import InferenceCore, weight_paths
+    from emotion_llama.inference.core import InferenceCore
     from emotion_llama.model.checkpoint import read_config
 
     check_settings(cfg)
@@ -325,7 +197,7 @@ def evaluate_dialogue(cfg: DictConfig) -> dict:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the pipeline is gone: its memory goes back before the model loads
     start = time.perf_counter()
-    core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device, layout=cfg.prompt_layout)
+    core = InferenceCore.load(cfg.checkpoint, paths, cfg.device, layout=cfg.prompt_layout)
     seconds["load_model"] = time.perf_counter() - start
     answers: dict[str, list[Answer]] = {}
     for variant in wanted:
@@ -337,18 +209,6 @@ def evaluate_dialogue(cfg: DictConfig) -> dict:
     write_outputs(Path(cfg.run_dir), utterances, labels, answers, report, grid=int(cfg.imagine.grid),
                   prompts=(imagination or {}).get("prompts"))
     return report
-
-
-def build_imaginer(cfg: DictConfig, cache_dir: str | Path | None = None, device: str | None = None):
-    """The :class:`~emotion_llama.imagination.imagine.Imaginer` of ``paths.t2i`` and ``imagine.*`` (the
-    cache: ``imagine.cache_dir`` unless ``cache_dir``; the device: ``cfg.device`` unless ``device``)."""
-    from emotion_llama.imagination.imagine import Imaginer
-
-    im = cfg.imagine
-    return Imaginer(cfg.paths.t2i, cache_dir or im.cache_dir, prompt_template=im.prompt_template, steps=im.steps,
-                    guidance=im.guidance, size=im.size, batch_size=im.batch_size, device=device or cfg.device,
-                    dtype=im.dtype, negative_prompt=im.negative_prompt, context_turns=im.context_turns,
-                    seed=im.seed)
 
 
 def _imagine(cfg: DictConfig, utterances: Sequence) -> tuple[dict[str, Path], dict]:

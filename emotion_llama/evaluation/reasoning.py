@@ -54,8 +54,8 @@ from emotion_llama.datasets.merr import read_merr_json, read_merr_txt
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import ClipPrediction, Evaluator
 from emotion_llama.fileio import atomic_files, atomic_path
-from emotion_llama.hf import LOCAL_PLAIN
-from emotion_llama.inference.core import InferenceCore, resolve_device, weight_paths
+from emotion_llama.inference.core import InferenceCore
+from emotion_llama.runtime import LOCAL_PLAIN, model_folder, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +219,7 @@ def hf_judge(model_dir: str | Path, device: str | torch.device = "cpu", max_new_
 
 
 def _check_judge_dir(model_dir: str | Path) -> Path:
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise UserError(f"judge.model={model_dir} is not a Hugging Face model folder (no config.json): point it "
-                        "at a local causal-LM folder, or leave judge.model unset to skip judging")
-    return path
+    return model_folder(model_dir, "judge.model", "causal-LM", ", or leave judge.model unset to skip judging")
 
 
 def _chat(tokenizer, prompt: str) -> str:
@@ -278,12 +274,14 @@ def cue_summary(reasons: Mapping[str, str], cue_records: Mapping[str, Mapping],
 # ---------------------------------------------------------------------------------------------- entry point
 
 
-def evaluate_reasoning(cfg: DictConfig, judge_fn: JudgeFn | None = None) -> dict:
-    """Generate explanations for the ground-truth clips, write reasons.csv, judge them, write reasoning.json."""
+def evaluate_reasoning(cfg: DictConfig, judge_fn: JudgeFn | None = None,
+                       paths: Mapping[str, object] | None = None) -> dict:
+    """Generate explanations for the ground-truth clips, write reasons.csv, judge them, write reasoning.json.
+    ``paths``: the weight paths the user named, which replace the checkpoint's."""
     if judge_fn is None and cfg.judge.get("model"):
         _check_judge_dir(cfg.judge.model)  # before generating, not after minutes of it
     truth = load_truth(cfg)
-    core = InferenceCore.load(cfg.checkpoint, weight_paths(cfg.paths), cfg.device)
+    core = InferenceCore.load(cfg.checkpoint, paths, cfg.device)
     if core.reads_pixels:
         raise UserError(f"{cfg.checkpoint} holds a model of still images (model.backbone={core.config.backbone}); "
                         "EMER reasoning is judged on videos: use a checkpoint of the emotion_llama backbone")

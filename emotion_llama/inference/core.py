@@ -5,9 +5,8 @@ Evaluation (:mod:`emotion_llama.evaluation.evaluate`), EMER-style reasoning, inf
 (:mod:`emotion_llama.inference.video`) and the benchmarks all run the model through :class:`InferenceCore`;
 none of them encodes prompts, pads, picks a device or sets autocast itself.
 
-- Device: ``auto`` (the first CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-- Dtype: the checkpoint's weights as loaded; on a GPU the forward passes run under bf16 autocast.
-- Weight paths: the ``paths.*`` a user names replace the checkpoint's saved ones; the others are kept.
+- Device, precision and the weight paths a user names: the policy of :mod:`emotion_llama.runtime` (bf16
+  autocast on a GPU; the ``paths.*`` named replace the checkpoint's saved ones, the others are kept).
 - Inputs: the clips' encoder features, or, for a model that encodes images itself (EmoVIT's InstructBLIP,
   :attr:`InferenceCore.reads_pixels`), their pixel values ``{"image": (B, 3, S, S), "present": ...}`` made by
   :attr:`InferenceCore.image_transform`.
@@ -27,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from emotion_llama.encoders.tiny_pretrain import tiny_encoder_paths
 from emotion_llama.errors import UserError
 from emotion_llama.labels import MERR_LABELS
 from emotion_llama.model.checkpoint import load_checkpoint, read_config, read_labels
@@ -36,44 +34,15 @@ from emotion_llama.model.fusion import PlaceholderFusion
 from emotion_llama.model.instructblip import ImageTransform, InstructBlipEmotion
 from emotion_llama.model.prompts import LAYOUTS, PromptParts, answer_text, canonical_instruction
 from emotion_llama.model.sequences import encode_answer, encode_prompt, pad_batch
-
-# Real-weight paths (the ``paths`` config group) and the model config keys they replace in a checkpoint.
-LLM_PATH_KEY = "llm"
-ENCODER_PATH_KEYS = ("eva", "mae", "videomae", "hubert")
-INSTRUCTBLIP_PATH_KEY = "instructblip"
-TINY_ENCODERS_KEY = "tiny_encoders"
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` as given."""
-    name = "auto" if device is None else str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device={name} is not a device: use device=auto, cpu, cuda or cuda:N") from None
-    if resolved.type not in ("cpu", "cuda"):
-        raise UserError(f"device={name} is not supported: use device=auto, cpu, cuda or cuda:N")
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device={name} needs a CUDA GPU but none is visible here: use device=cpu or device=auto")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise UserError(f"device={name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
-    return resolved
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on a GPU; full precision (the weights' own dtype) on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def weight_paths(paths: Mapping[str, object] | None) -> dict[str, str]:
-    """The real-weight paths set in a ``paths`` config group (they default to null: set means named)."""
-    paths = paths or {}
-    return {k: str(paths[k]) for k in (LLM_PATH_KEY, *ENCODER_PATH_KEYS, INSTRUCTBLIP_PATH_KEY) if paths.get(k)}
+from emotion_llama.runtime import (
+    ENCODER_PATH_KEYS,
+    INSTRUCTBLIP_PATH_KEY,
+    LLM_PATH_KEY,
+    TINY_ENCODERS_KEY,
+    autocast,
+    resolve_device,
+    tiny_encoder_paths,
+)
 
 
 def checkpoint_overrides(ckpt_dir: str | Path, paths: Mapping[str, object] | None) -> dict:

@@ -10,25 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from emotion_llama.errors import MediaError, UserError
-from emotion_llama.hf import LOCAL_PLAIN
+from emotion_llama.errors import MediaError
+from emotion_llama.runtime import LOCAL_PLAIN, helper_dtype, model_folder, resolve_device
 
 
 class Captioner:
     def __init__(self, model_dir: str | Path, device: str = "auto", max_new_tokens: int = 40, batch_size: int = 8):
-        import torch
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-        from emotion_llama.instructions.generators import pick_device
-
-        self.path = Path(model_dir)
-        if not (self.path / "config.json").is_file():
-            raise UserError(f"captioner={model_dir} is not a Hugging Face model folder (no config.json): point it at "
-                            "a local image-captioning model folder (e.g. BLIP), or give captions in the annotations")
-        self.device = pick_device(device)
+        self.path = model_folder(model_dir, "captioner", "image-captioning model (e.g. BLIP)",
+                                 ", or give captions in the annotations")
+        self.device = resolve_device(device)
         self.max_new_tokens, self.batch_size = max_new_tokens, max(1, batch_size)
         config = AutoConfig.from_pretrained(str(self.path), local_files_only=True)
-        dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        dtype = helper_dtype(self.device)
         if config.model_type == "blip":
             from transformers import BlipForConditionalGeneration as model_class
         else:

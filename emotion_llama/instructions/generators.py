@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from emotion_llama.errors import UserError
-from emotion_llama.hf import LOCAL_PLAIN
+from emotion_llama.runtime import LOCAL_PLAIN, helper_dtype, model_folder, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -161,26 +161,6 @@ class TemplateGenerator:
 # ---------------------------------------------------------------------------------------------- local LM
 
 
-def pick_device(name: str | None):
-    """``auto`` -> cuda when visible, else cpu; other names as given (the command line has checked them already;
-    the inference core's own resolver is not imported here, it would load the whole model stack)."""
-    import torch
-
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _check_model_dir(path: str | Path | None, key: str, what: str) -> Path:
-    if not path:
-        raise UserError(f"{key} is not set: point it at a local {what} folder ({key}=DIR)")
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{key}={path} is not a Hugging Face model folder (no config.json): point it at a local "
-                        f"{what} folder")
-    return folder
-
-
 class LocalGenerator:
     """A Hugging Face causal LM loaded from a local folder (``local_files_only``). The prompt goes through the
     tokenizer's chat template when it has one (system + user message; a template without a system role gets
@@ -192,18 +172,17 @@ class LocalGenerator:
     def __init__(self, model_dir: str | Path, device: str = "auto", max_new_tokens: int = 512,
                  do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0,
                  batch_size: int = 4):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.path = _check_model_dir(model_dir, "local.model", "causal language model")
-        self.device = pick_device(device)
+        self.path = model_folder(model_dir, "local.model", "causal language model")
+        self.device = resolve_device(device)
         self.max_new_tokens, self.do_sample, self.seed = max_new_tokens, do_sample, seed
         self.temperature, self.top_p, self.batch_size = temperature, top_p, max(1, batch_size)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        dtype = helper_dtype(self.device)
         self.model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=dtype, **LOCAL_PLAIN)
         self.model.to(self.device).eval()
 

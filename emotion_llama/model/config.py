@@ -111,6 +111,13 @@ class ModelConfig:
         return DTYPES[self.dtype]
 
     @classmethod
+    def from_cfg(cls, cfg) -> ModelConfig:
+        """The ``model`` group of a composed command config (an OmegaConf ``DictConfig``), resolved."""
+        from omegaconf import OmegaConf
+
+        return cls.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+
+    @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         extra = set(data) - known

@@ -58,7 +58,6 @@ from transformers import (
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from emotion_llama.errors import UserError, WeightsNotFoundError
-from emotion_llama.hf import LOCAL_PLAIN
 from emotion_llama.labels import DFEW_LABELS, MERR_LABELS
 from emotion_llama.model.fusion import IMAGE, MODALITIES, PlaceholderFusion, presence
 from emotion_llama.model.llm import LLAMA2_7B, llama_config
@@ -73,6 +72,7 @@ from emotion_llama.model.prompts import (
 )
 from emotion_llama.model.sequences import IGNORE_INDEX
 from emotion_llama.model.tokenizer import base_vocab_size
+from emotion_llama.runtime import LOCAL_PLAIN
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
 
 from emotion_llama.errors import WeightsNotFoundError
-from emotion_llama.hf import LOCAL_PLAIN
+from emotion_llama.runtime import LOCAL_PLAIN
 
 # LLaMA-2-7B's architecture, for building it on the meta device without a weights folder.
 LLAMA2_7B = dict(

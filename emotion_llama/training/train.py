@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from emotion_llama.cli import model_config
+from emotion_llama.datasets.dialogue import dialogue_labels, is_dialogue
 from emotion_llama.datasets.emoset import read_emoset
 from emotion_llama.datasets.features import FeatureStore
 from emotion_llama.datasets.image_instruction import (
@@ -32,8 +32,10 @@ from emotion_llama.datasets.instruction import MERRDataset, keep_with_features, 
 from emotion_llama.datasets.pixels import ImagePixels
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_write_text
+from emotion_llama.imagination.pictures import build_imaginer, check_imagine, picture_features
 from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.checkpoint import load_checkpoint, read_config, save_checkpoint
+from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.instructblip import ImageTransform, InstructBlipEmotion
 from emotion_llama.model.llm import enable_checkpointing
 from emotion_llama.model.prompts import MEDIA, answer_text
@@ -103,13 +105,11 @@ def _imagined_features(cfg: DictConfig, split: str, utterances) -> dict[str, dic
     """The EVA features of each utterance's picture, drawn (or found) in the cache the evaluation of that split
     reads: ``imagine.cache_dir`` resolved with ``data.split`` set to it (one folder per split by default).
     Computed at the start of each run and held in memory in float16 (about 0.7 MB a picture with the real EVA)."""
-    from emotion_llama.evaluation.imagined import build_imaginer, picture_features
-
     name = cfg.data.splits[split]
     device = "cpu" if cfg.trainer.get("accelerator") == "cpu" else "auto"
     done = build_imaginer(cfg, cache_dir=_split_cache_dir(cfg, name), device=device).imagine(utterances)
     log.info("%s split: %d pictures drawn, %d from the cache", name, done.drawn, done.cached)
-    feats = picture_features([done.paths[u.id] for u in utterances], model_config(cfg), device)
+    feats = picture_features([done.paths[u.id] for u in utterances], ModelConfig.from_cfg(cfg), device)
     return {u.id: f for u, f in zip(utterances, feats, strict=True)}
 
 
@@ -147,7 +147,7 @@ def _dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, model,
 
 def _model_and_tokenizer(cfg: DictConfig):
     """Stage 1 builds a fresh model; stage 2 rebuilds the stage-1 model and loads its weights strictly."""
-    model_cfg = model_config(cfg)
+    model_cfg = ModelConfig.from_cfg(cfg)
     model_cfg.check_llm_weights()
     init_from = cfg.stage.get("init_from")
     if init_from:
@@ -241,8 +241,6 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
 def check_media(cfg: DictConfig) -> None:
     """Refuse a video data config for a backbone that reads still images (InstructBLIP), and text-only data
     that is not in MELD's layout or asks for pictures without the settings to draw them."""
-    from emotion_llama.evaluation.imagined import check_imagine, dialogue_labels, is_dialogue
-
     media = _media(cfg)
     if media not in MEDIA:
         raise UserError(f"data.media={media}: use one of {', '.join(MEDIA)}")
@@ -253,7 +251,7 @@ def check_media(cfg: DictConfig) -> None:
         dialogue_labels(cfg.data)  # MELD's seven, in any order
         if cfg.data.get("imagined"):
             check_imagine(cfg, "data.imagined=true", "set data.imagined=false")
-    model_cfg = model_config(cfg)
+    model_cfg = ModelConfig.from_cfg(cfg)
     if model_cfg.reads_pixels and _media(cfg) != "image":
         raise UserError(f"model.backbone={model_cfg.backbone} reads still images: train it on an image data config "
                         "(data.media: image), e.g. data=synthetic_images or data=emoset")

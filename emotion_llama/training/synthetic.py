@@ -1,24 +1,31 @@
-"""Everything a training run on the synthetic set needs before it starts: the set, tiny encoders, features.
+"""Everything a training run on the synthetic sets needs before it starts: the set, tiny encoders, features
+(and, for the image set, its instruction data).
 
 ``data=synthetic`` names :func:`prepare_synthetic` in its ``generate`` block (a Hydra ``_partial_`` target), and
-``train(cfg)`` calls it right after seeding; the library itself never imports the generator.
+``train(cfg)`` calls it right after seeding; no other module of the library imports the generator.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
+
+from emotion_llama.datasets.emoset import SPLITS, read_emoset
+from emotion_llama.datasets.synthetic.images import generate_images
+from emotion_llama.datasets.synthetic.writer import generate
+from emotion_llama.encoders.extract import extract_folder
+from emotion_llama.encoders.tiny_pretrain import pretrain_tiny_encoders
+from emotion_llama.instructions.generators import TemplateGenerator
+from emotion_llama.instructions.pipeline import Options, make_instructions
+from emotion_llama.model.config import ModelConfig
 
 
 def prepare_synthetic(cfg: DictConfig, clips_per_label: int = 40, seed: int = 0, workers: int = 2) -> None:
     """Generate the synthetic set, pre-train the tiny encoders and extract features when absent, all on the face
     crops of ``cfg.face_detector`` (None: the default detector)."""
-    from emotion_llama.cli import model_config
-    from emotion_llama.datasets.synthetic.writer import generate
-    from emotion_llama.encoders.extract import extract_folder
-    from emotion_llama.encoders.tiny_pretrain import pretrain_tiny_encoders
-
     generate(cfg.data.root, clips_per_label=clips_per_label, seed=seed, workers=workers)
-    model_cfg = model_config(cfg)
+    model_cfg = ModelConfig.from_cfg(cfg)
     face_detector = cfg.get("face_detector")
     if model_cfg.encoder_size == "tiny" and model_cfg.encoder_paths:
         pretrain_tiny_encoders(cfg.data.root, cfg.paths.tiny_encoders, workers=workers, face_detector=face_detector)
@@ -32,15 +39,6 @@ def prepare_synthetic_images(cfg: DictConfig, images_per_label: int = 40, seed: 
     """Generate the synthetic image set, write its instruction data with the offline ``template`` generator
     and extract its image features, each only when absent (every step resumes). A model that reads the pixels
     itself (the InstructBLIP backbone) needs no features: none are extracted for it."""
-    from pathlib import Path
-
-    from emotion_llama.cli import model_config
-    from emotion_llama.datasets.emoset import SPLITS, read_emoset
-    from emotion_llama.datasets.synthetic.images import generate_images
-    from emotion_llama.encoders.extract import extract_folder
-    from emotion_llama.instructions.generators import TemplateGenerator
-    from emotion_llama.instructions.pipeline import Options, make_instructions
-
     root = Path(generate_images(cfg.data.root, images_per_label=images_per_label, seed=seed, workers=workers))
     labels = list(cfg.data.labels)
     out = Path(cfg.data.instructions_dir)
@@ -48,7 +46,7 @@ def prepare_synthetic_images(cfg: DictConfig, images_per_label: int = 40, seed: 
         records = read_emoset(root, "train", labels=labels)
         make_instructions(records, out, kinds=["conversation", "reasoning"], generator=TemplateGenerator(),
                           options=Options(labels=labels, image_root=root, progress=False))
-    model_cfg = model_config(cfg)
+    model_cfg = ModelConfig.from_cfg(cfg)
     if model_cfg.reads_pixels:
         return
     names = [Path(r.image).stem for split in SPLITS for r in read_emoset(root, split, labels=labels,
