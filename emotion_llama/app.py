@@ -30,7 +30,7 @@ from emotion_llama.datasets.media import VIDEO_EXTENSIONS
 from emotion_llama.datasets.merr import read_merr_txt
 from emotion_llama.errors import UserError
 from emotion_llama.inference.video import TASKS, Failure, Prediction, Predictor, save_card
-from emotion_llama.labels import LABEL_SETS
+from emotion_llama.labels import LABEL_SETS, resolve_labels
 
 try:  # the still images the Predictor reads (a Predictor that reads videos only refuses them in one line)
     from emotion_llama.datasets.media import IMAGE_EXTENSIONS
@@ -146,8 +146,9 @@ class DemoApp:
         if not label_sets:
             raise UserError(f"label_sets is empty: name at least one of {', '.join(LABEL_SETS)}")
         for shown, key in label_sets.items():
-            if key not in LABEL_SETS:
-                raise UserError(f"label_sets.{shown}={key}: no such label set; use one of {', '.join(LABEL_SETS)}")
+            if not isinstance(key, str):
+                raise UserError(f"label_sets.{shown}={key}: name one of {', '.join(LABEL_SETS)}")
+            resolve_labels(key, f"label_sets.{shown}")
         # Shallow copies: the same core, encoders and ASR model, each with its own candidate labels.
         self.predictors: dict[str, Predictor] = {}
         for shown, key in label_sets.items():

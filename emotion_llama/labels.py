@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from emotion_llama.errors import UserError
+
 MERR_LABELS: tuple[str, ...] = (
     "neutral", "angry", "happy", "sad", "worried", "surprise", "fear", "contempt", "doubt",
 )
@@ -39,3 +43,27 @@ def check_label(label: str, labels: tuple[str, ...], source: str) -> str:
     if norm not in labels:
         raise ValueError(f"{source}: unknown label {label!r}; expected one of {', '.join(labels)}")
     return norm
+
+
+def resolve_labels(value: object, key: str = "labels") -> tuple[str, ...] | None:
+    """A label-set setting as the labels it names: None stays None (the caller's default), a name is one of
+    :data:`LABEL_SETS`, a list gives at least two distinct label names (lower-cased). Anything else is a one-line
+    UserError naming ``key``; every command and the web app read label settings through this."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value not in LABEL_SETS:
+            raise UserError(f"{key}={value}: no such label set; use one of {', '.join(LABEL_SETS)} or a list such "
+                            f"as {key}=[happy,sad]")
+        return LABEL_SETS[value]
+    items = list(value) if isinstance(value, Sequence) or hasattr(value, "__iter__") else None
+    if items is None or not all(isinstance(v, str) and v.strip() for v in items):
+        shown = value if items is None else f"[{','.join(map(str, items))}]"
+        raise UserError(f"{key}={shown}: use a label set's name or a list of label names, e.g. {key}=[happy,sad]")
+    labels = tuple(v.strip().lower() for v in items)
+    repeated = sorted({v for v in labels if labels.count(v) > 1})
+    if repeated:
+        raise UserError(f"{key}=[{','.join(labels)}]: {', '.join(repeated)} repeated: name each label once")
+    if len(labels) < 2:
+        raise UserError(f"{key}=[{','.join(labels)}]: give at least two different labels, e.g. {key}=[happy,sad]")
+    return labels

@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from emotion_llama.errors import UserError
-from emotion_llama.labels import LABEL_SETS
+from emotion_llama.labels import resolve_labels
 from emotion_llama.runtime import resolve_device
 
 _UNSET = object()
@@ -284,16 +284,17 @@ def labels() -> Check:
     return check
 
 
-def label_set() -> Check:
-    """``labels`` of inference: null (the checkpoint's own), a label set's name, or a list of labels."""
+def label_set(nullable: bool = True) -> Check:
+    """A label-set setting (:func:`emotion_llama.labels.resolve_labels`): a set's name or a list of labels, or
+    null (the command's default: the checkpoint's own) when ``nullable``."""
     def check(key: str, value: Any) -> Any:
-        if value is None:
-            return value
-        if isinstance(value, str):
-            if value not in LABEL_SETS:
-                raise _bad(key, value, f"use one of {', '.join(LABEL_SETS)} or a list such as {key}=[happy,sad]")
-            return value
-        return labels()(key, value)
+        if value is None and not nullable:
+            raise _bad(key, value, f"use a label set's name or a list such as {key}=[happy,sad]")
+        try:
+            resolve_labels(OmegaConf.to_container(value) if isinstance(value, ListConfig) else value, key)
+        except UserError as err:
+            raise SettingError(str(err)) from None
+        return value
     return check
 
 
@@ -448,6 +449,7 @@ RULES: dict[str, dict[str, Check]] = {
         "image_folder": choice(*IMAGE_FOLDER),
         "labels": label_set(),
     },
+    "make_instructions": {"labels": label_set(nullable=False)},
     "import_official": {
         **MODEL,
         "ckpt": existing_file("the official Emotion_LLaMA.pth (ckpt=FILE)"),

@@ -497,7 +497,7 @@ def test_command_with_an_openai_compatible_server(emoset, chat_server, tmp_path,
     (["generator=gpt"], "generator=gpt: use one of template, local, openai_compatible"),
     (["generator=openai_compatible"], "openai.base_url is not set"),
     (["kinds=[categorical,captions]"], "kinds=['categorical', 'captions']: use any of categorical"),
-    (["labels=plutchik"], "labels=plutchik: use a label set"),
+    (["labels=plutchik"], "labels=plutchik: no such label set; use one of"),
 ])
 def test_command_mistakes_are_one_line(emoset, tmp_path, capsys, args, message):
     root, _ = emoset

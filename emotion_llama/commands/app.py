@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from emotion_llama.cli import Call, UsageError, run
 from emotion_llama.commands.infer import find_checkpoint
 from emotion_llama.errors import UserError
-from emotion_llama.labels import LABEL_SETS
+from emotion_llama.labels import LABEL_SETS, resolve_labels
 
 
 def check_args(cfg: DictConfig) -> None:
@@ -29,8 +29,9 @@ def check_args(cfg: DictConfig) -> None:
     if not isinstance(cfg.label_sets, DictConfig) or not cfg.label_sets:
         raise UsageError("label_sets: give a mapping of shown name -> label set, e.g. 'label_sets={MERR: merr}'")
     for shown, key in cfg.label_sets.items():
-        if key not in LABEL_SETS:
-            raise UsageError(f"label_sets.{shown}={key}: no such label set; use one of {', '.join(LABEL_SETS)}")
+        if not isinstance(key, str):
+            raise UsageError(f"label_sets.{shown}={key}: name one of {', '.join(LABEL_SETS)}")
+        resolve_labels(key, f"label_sets.{shown}")
     if not isinstance(cfg.max_examples, int) or cfg.max_examples < 0:
         raise UsageError(f"max_examples={cfg.max_examples}: use a number >= 0")
 

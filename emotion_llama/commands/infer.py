@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, UsageError, run
 from emotion_llama.errors import UserError
-from emotion_llama.labels import LABEL_SETS
+from emotion_llama.labels import resolve_labels
 
 TASKS = ("emotion", "reason")
 
@@ -32,18 +32,6 @@ def check_args(cfg: DictConfig, call: Call) -> None:
         raise UsageError(f"json={cfg.json}: use json=true or json=false")
     if cfg.subtitle is not None and cfg.subtitles is not None:
         raise UsageError("give subtitle=TEXT (every video) or subtitles=CSV (per video), not both")
-
-
-def candidate_labels(cfg: DictConfig) -> list[str] | None:
-    """``labels=``: None (the checkpoint's own), a label set's name, or a list of labels."""
-    if cfg.labels is None:
-        return None
-    if isinstance(cfg.labels, str):
-        if cfg.labels not in LABEL_SETS:
-            raise UsageError(f"labels={cfg.labels}: no such label set; use one of {', '.join(LABEL_SETS)} or a list "
-                             "such as labels=[happy,sad]")
-        return list(LABEL_SETS[cfg.labels])
-    return [str(label) for label in cfg.labels]
 
 
 def find_checkpoint(cfg: DictConfig) -> Path:
@@ -79,7 +67,8 @@ def emit(result, as_json: bool, save_card: Callable) -> bool:
 
 def _main(cfg: DictConfig, call: Call) -> int:
     check_args(cfg, call)
-    labels = candidate_labels(cfg)
+    labels = resolve_labels(cfg.labels)  # None: the checkpoint's own
+    labels = list(labels) if labels is not None else None
     checkpoint = find_checkpoint(cfg)
     from emotion_llama.inference.video import Predictor, card_paths, card_set, expand_inputs
 

@@ -14,22 +14,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from emotion_llama.cli import Call, run
 from emotion_llama.errors import UserError
+from emotion_llama.labels import resolve_labels
 
 LITERAL = ("data_root", "out_dir", "captioner", "local.model", "openai.base_url", "openai.model", "openai.api_key")
-
-
-def labels_of(value: object) -> tuple[str, ...]:
-    """``labels=emoset`` (a set of :mod:`emotion_llama.labels`) or ``labels=[a,b,c]``."""
-    from emotion_llama.labels import LABEL_SETS
-
-    if isinstance(value, (list, tuple, ListConfig)):
-        labels = tuple(str(v).strip().lower() for v in value)
-        if len(labels) < 2 or len(set(labels)) != len(labels):
-            raise UserError(f"labels={list(labels)}: give at least two different labels")
-        return labels
-    if str(value) not in LABEL_SETS:
-        raise UserError(f"labels={value}: use a label set ({', '.join(LABEL_SETS)}) or a list, e.g. labels=[a,b,c]")
-    return LABEL_SETS[str(value)]
 
 
 def select(images: list, limit: int | None, per_label: int | None) -> list:
@@ -83,7 +70,7 @@ def _main(cfg: DictConfig, call: Call) -> int:
     from emotion_llama.instructions.prompts import GENERATED_KINDS
 
     kinds = list(OmegaConf.to_container(cfg.kinds)) if isinstance(cfg.kinds, ListConfig) else [str(cfg.kinds)]
-    labels = labels_of(cfg.labels)
+    labels = resolve_labels(cfg.labels)
     generated = any(k in GENERATED_KINDS for k in kinds)
     generator = build_generator(cfg) if generated else None  # a bad model folder fails before the data is read
     images = read_images(cfg, labels)
