@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from emotion_llama.choices import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
 from emotion_llama.errors import UserError
 
-DETECTORS = ("mtcnn", "haar")
-DEFAULT_DETECTOR = "mtcnn"
+DETECTORS = FACE_DETECTORS
+DEFAULT_DETECTOR = DEFAULT_FACE_DETECTOR
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 HAAR_SCALE_FACTOR = 1.1

@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from emotion_llama.choices import BACKBONES, FACE_DETECTORS
 from emotion_llama.errors import UserError
 from emotion_llama.labels import resolve_labels
 from emotion_llama.runtime import resolve_device
@@ -57,15 +58,17 @@ def _bad(key: str, value: Any, wants: str) -> SettingError:
 # ---------------------------------------------------------------------------------------------- value kinds
 
 
-def integer(low: int | None = None, high: int | None = None, nullable: bool = False, note: str = "") -> Check:
+def integer(low: int | None = None, high: int | None = None, nullable: bool = False, note: str = "",
+            multiple_of: int = 1) -> Check:
     def check(key: str, value: Any) -> Any:
         if value is None and nullable:
             return value
         ok = isinstance(value, int) and not isinstance(value, bool)
-        if ok and (low is None or value >= low) and (high is None or value <= high):
+        if ok and (low is None or value >= low) and (high is None or value <= high) and value % multiple_of == 0:
             return value
         span = (f"from {low} to {high}" if high is not None else f"of at least {low}") if low is not None else ""
-        wants = " ".join(p for p in ("use a whole number", span) if p) + (" or null" if nullable else "")
+        step = f"that is a multiple of {multiple_of}" if multiple_of > 1 else ""
+        wants = " ".join(p for p in ("use a whole number", span, step) if p) + (" or null" if nullable else "")
         raise _bad(key, value, wants + (f" ({note})" if note else ""))
     return check
 
@@ -302,8 +305,6 @@ def label_set(nullable: bool = True) -> Check:
 
 TASK_WEIGHTS = ("emotion", "describe", "reason")
 DROP = ("visual", "audio", "text")
-# datasets.face_detectors.DETECTORS (not imported here: it loads torch).
-FACE_DETECTORS = ("mtcnn", "haar")
 DFEW_LAYOUTS = ("auto", "original", "frames")  # data.layout: which of DFEW's clip folders data.videos_dir is
 IMAGE_FOLDER = ("auto", "clip", "images")  # infer: how a folder of images named on the command line is read
 
@@ -318,8 +319,7 @@ MODEL: dict[str, Check] = {
     "model.lora.alpha": number(0, above=True),
     "model.lora.dropout": number(0, 1, below=True),
     "model.llm_arch": mapping(lambda key, value: value),
-    # emotion_llama.model.config.BACKBONES (not imported here: it loads torch).
-    "model.backbone": choice("emotion_llama", "instructblip"),
+    "model.backbone": choice(*BACKBONES),
     "model.instructblip_arch": mapping(lambda key, value: value, keys=("vision_config", "qformer_config",
                                                                        "num_query_tokens")),
     "model.qformer_max_length": integer(1),
@@ -346,7 +346,7 @@ IMAGINE: dict[str, Check] = {
     "imagine.context_turns": integer(0),
     "imagine.steps": integer(1),
     "imagine.guidance": number(0),
-    "imagine.size": integer(8, note="a multiple of 8"),
+    "imagine.size": integer(8, multiple_of=8),
     "imagine.batch_size": integer(1),
     "imagine.dtype": choice("auto", "float32", "float16", "bfloat16"),
     "imagine.seed": integer(0),

@@ -20,16 +20,11 @@ from emotion_llama.cli import Call, UsageError, run
 from emotion_llama.errors import UserError
 from emotion_llama.labels import resolve_labels
 
-TASKS = ("emotion", "reason")
-
 
 def check_args(cfg: DictConfig, call: Call) -> None:
+    """What the per-key settings checks cannot see (task, json and the rest are checked there)."""
     if not call.positional:
         raise UsageError(f"give at least one video or folder: {call.prog} VIDEO|DIR [...] [key=value ...]")
-    if cfg.task not in TASKS:
-        raise UsageError(f"task={cfg.task}: use task=emotion or task=reason")
-    if not isinstance(cfg.json, bool):
-        raise UsageError(f"json={cfg.json}: use json=true or json=false")
     if cfg.subtitle is not None and cfg.subtitles is not None:
         raise UsageError("give subtitle=TEXT (every video) or subtitles=CSV (per video), not both")
 

@@ -39,8 +39,6 @@ def check_imagine(cfg: DictConfig, needs: str, instead: str) -> None:
         check_template(im.prompt_template)
     except UserError as err:
         raise UserError(f"imagine.{err}") from None
-    if im.size % 8:
-        raise UserError(f"imagine.size={im.size}: use a multiple of 8")
 
 
 def build_imaginer(cfg: DictConfig, cache_dir: str | Path | None = None, device: str | None = None):

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from emotion_llama.choices import BACKBONES
 from emotion_llama.errors import UserError, WeightsNotFoundError
 from emotion_llama.model.llm import LoraSpec
 
@@ -18,7 +19,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 EVA_FRAMES = ("peak", "first")
 # The model between the prompt and the LLM: Emotion-LLaMA's projectors over cached encoder features, or EmoVIT's
 # InstructBLIP (a ViT and an instruction-aware Q-Former reading the image's pixels; no feature cache).
-BACKBONES = ("emotion_llama", "instructblip")
 
 
 class ModelConfigError(UserError, ValueError):
