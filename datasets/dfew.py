@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from emotion_llama.datasets.common import PathLike, Sample, _csv_rows, _number, _text_lines, _write_csv
+from emotion_llama.datasets.media import VIDEO_EXTENSIONS
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_write_text
 from emotion_llama.labels import DFEW_LABELS
@@ -106,8 +107,6 @@ def check_clip_folder(videos_dir: PathLike | None, layout: str = "auto") -> str 
     """Which DFEW layout the clip folder ``videos_dir`` holds: ``original`` (videos) or ``frames`` (frame folders);
     None when it is unset, not a folder, empty or holds both. ``layout`` ``original`` or ``frames`` must be what it
     holds, and DFEW's own folders above the clips (the root, ``Clip/``) are refused naming the folder to use."""
-    from emotion_llama.datasets.media import VIDEO_EXTENSIONS
-
     if layout not in DFEW_LAYOUTS:
         raise UserError(f"data.layout={layout}: use one of {', '.join(DFEW_LAYOUTS)}")
     if not videos_dir or not os.path.isdir(videos_dir):

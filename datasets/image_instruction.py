@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emotion_llama.datasets.emoset import ImageRecord
+from emotion_llama.datasets.emovit import read_instructions
 from emotion_llama.datasets.features import MODALITIES, FeatureStore, MissingFeaturesError
 from emotion_llama.errors import UserError
 from emotion_llama.model.fusion import PRESENT
@@ -53,8 +54,6 @@ def categorical_turns(records: Sequence, labels: Sequence[str]) -> list[Turn]:
 
 def instruction_turns(path: str | Path, kind: str, known: set[str] | None = None) -> list[Turn]:
     """The turns of one instruction file; records whose image is not in ``known`` (stems) are left out."""
-    from emotion_llama.datasets.emovit import read_instructions
-
     if kind not in INSTRUCTION_KINDS:
         raise UserError(f"unknown instruction kind {kind!r}: use {', '.join(INSTRUCTION_KINDS)}")
     turns = [Turn(Path(rec.image).stem, kind, q, a) for rec in read_instructions(path) for q, a in rec.turns]

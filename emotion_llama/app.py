@@ -26,16 +26,11 @@ import numpy as np
 
 from emotion_llama.cli import one_line
 from emotion_llama.datasets.common import read_subtitles
-from emotion_llama.datasets.media import VIDEO_EXTENSIONS
+from emotion_llama.datasets.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from emotion_llama.datasets.merr import read_merr_txt
 from emotion_llama.errors import UserError
 from emotion_llama.inference.video import TASKS, Failure, Prediction, Predictor, save_card
 from emotion_llama.labels import LABEL_SETS, resolve_labels
-
-try:  # the still images the Predictor reads (a Predictor that reads videos only refuses them in one line)
-    from emotion_llama.datasets.media import IMAGE_EXTENSIONS
-except ImportError:
-    IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 log = logging.getLogger(__name__)
 

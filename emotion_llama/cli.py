@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion_llama.errors import UserError
 from emotion_llama.runtime import resolve_device
+from emotion_llama.settings import RULES, validate
 
 # The repository's conf/ (the package is installed editable from the repository); EMOTION_LLAMA_CONF overrides.
 CONF_DIR = Path(os.environ.get("EMOTION_LLAMA_CONF") or Path(__file__).resolve().parents[1] / "conf")
@@ -135,8 +136,6 @@ def _interrupted() -> None:
 
 def check_settings(config_name: str, cfg: DictConfig) -> None:
     """The settings of ``conf/<config_name>.yaml`` as composed (see :mod:`emotion_llama.settings`)."""
-    from emotion_llama.settings import RULES, validate
-
     validate(config_name, cfg)
     if "device" not in RULES.get(config_name, {}) and isinstance(cfg.get("device"), str) and cfg.device != "auto":
         resolve_device(cfg.device)

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from emotion_llama.datasets import faces
 from emotion_llama.datasets.faces import crop_faces, select_peak_frame, track_face
 from emotion_llama.datasets.features import FEATURE_DIRS, MODALITIES
 from emotion_llama.datasets.media import (
@@ -110,7 +111,6 @@ def fingerprint(
     }
     if cfg.eva_frame != "peak":  # only then, so that caches made before the option existed stay valid
         key["eva_frame"] = cfg.eva_frame
-    from emotion_llama.datasets import faces
 
     detector = faces.check_detector(face_detector or faces.DEFAULT_FACE_DETECTOR)
     if detector != "haar":  # the detector of the face crops; Haar before it was a choice
@@ -464,7 +464,6 @@ def extract_folder(
     ``names``) not done yet; faces are found by ``face_detector`` (None: the default, mtcnn)."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     dirs = {**FEATURE_DIRS, **(feature_dirs or {})}
-    from emotion_llama.datasets import faces
 
     face_detector = faces.check_detector(face_detector or faces.DEFAULT_FACE_DETECTOR)
     fp = fingerprint(cfg, corruption=corruption, face_detector=face_detector)

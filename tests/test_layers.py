@@ -88,3 +88,25 @@ def test_a_fresh_interpreter_loads_only_what_a_module_needs(module, absent):
             f"print([a for a in {absent!r} if any(m == a or m.startswith(a + '.') for m in sys.modules)])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def function_level_imports(path: Path) -> list[str]:
+    """The project imports of ``path`` made inside a function or method."""
+    found = []
+    for func in ast.walk(ast.parse(path.read_text())):
+        if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(func):
+                if isinstance(node, ast.ImportFrom) and within(node.module or "", "emotion_llama"):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}")
+                elif isinstance(node, ast.Import):
+                    found += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
+                              if within(a.name, "emotion_llama")]
+    return found
+
+
+def test_modules_show_their_dependencies_at_the_top():
+    """Only the command modules import the project inside functions: their --help and usage errors answer
+    without loading torch and the model stack."""
+    sources = [*modules().values(), *(ROOT / "tools").glob("*.py")]
+    inside = [hit for path in sources if "commands" not in path.parts for hit in function_level_imports(path)]
+    assert inside == []

@@ -33,10 +33,27 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
 from emotion_llama.cli import Call, UsageError, run
+from emotion_llama.datasets.common import read_subtitles
+from emotion_llama.datasets.features import FeatureStore, LazyFeatures
+from emotion_llama.datasets.instruction import EpochSampler, MERRDataset, collate, load_records
+from emotion_llama.datasets.merr import read_merr_txt
+from emotion_llama.datasets.synthetic import generate
+from emotion_llama.encoders.build import build_encoders, encoder_shapes
+from emotion_llama.encoders.extract import VideoFolder, decode_clip, extract_folder
 from emotion_llama.errors import UserError
-from emotion_llama.model.llm import enable_checkpointing
+from emotion_llama.evaluation.evaluate import Evaluator
+from emotion_llama.inference.core import InferenceCore
+from emotion_llama.inference.video import Predictor
+from emotion_llama.labels import MERR_LABELS
+from emotion_llama.model.builder import build_model, build_tokenizer
+from emotion_llama.model.checkpoint import load_checkpoint, save_checkpoint
+from emotion_llama.model.config import ModelConfig
+from emotion_llama.model.fusion import EmotionLLaMA
+from emotion_llama.model.llm import LLAMA2_7B, apply_lora, enable_checkpointing, load_llm
+from emotion_llama.model.prompts import FEATURE_TOKEN, VIDEO_TOKEN
 from emotion_llama.runtime import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +161,6 @@ def preset_config(preset: str, paths: Mapping[str, object] | None = None):
     The tiny preset's pre-trained encoders are replaced by seeded random ones unless
     ``tiny_encoders=DIR`` is given: their speed is the same and nothing has to be trained first.
     """
-    from emotion_llama.model.config import ModelConfig
 
     file = CONF / "model" / f"{preset}.yaml"
     if not file.is_file():
@@ -167,19 +183,16 @@ class BenchSet:
     features: Path
 
     def names(self, split: str) -> list[str]:
-        from emotion_llama.datasets.merr import read_merr_txt
 
         return [s.name for s in read_merr_txt(self.root / "splits" / f"{split}.txt")]
 
     def records(self, split: str) -> list:
-        from emotion_llama.datasets.instruction import load_records
 
         r = self.root
         return load_records(r / "splits" / f"{split}.txt", r / "subtitles.csv", r / "MERR_coarse_grained.json",
                             r / "MERR_fine_grained.json")
 
     def subtitles(self) -> dict[str, str]:
-        from emotion_llama.datasets.common import read_subtitles
 
         return read_subtitles(self.root / "subtitles.csv")
 
@@ -188,14 +201,12 @@ class BenchSet:
         return [by_stem[n] for n in names]
 
     def store(self):
-        from emotion_llama.datasets.features import FeatureStore
 
         return FeatureStore(self.features)
 
 
 def prepare_set(data: Path | None, work_dir: Path, clips_per_label: int, workers: int, cfg) -> BenchSet:
     """The set to measure on, its features extracted where absent (never into a given set's own folder)."""
-    from emotion_llama.datasets.synthetic import generate
 
     root = Path(data) if data else generate(work_dir / "synthetic", clips_per_label, seed=0, workers=workers)
     if not (root / "splits" / "test.txt").is_file():
@@ -209,7 +220,6 @@ def prepare_set(data: Path | None, work_dir: Path, clips_per_label: int, workers
         bset = BenchSet(root, work_dir / f"features_{root.name}")
     missing = [n for n in names if not bset.store().has(n)]
     if missing:
-        from emotion_llama.encoders.extract import extract_folder
 
         extract_folder(root / "videos", bset.features, cfg, names=missing, progress=False, num_workers=workers)
     return bset
@@ -222,8 +232,6 @@ def bench_checkpoint(cfg, bset: BenchSet, work_dir: Path, checkpoint: Path | Non
     out = work_dir / f"model_{cfg.preset}"
     if (out / "config.yaml").is_file():
         return out
-    from emotion_llama.model.builder import build_model, build_tokenizer
-    from emotion_llama.model.checkpoint import save_checkpoint
 
     texts = [t for r in bset.records("train") for t in (r.subtitle, r.caption, r.reason)]
     tokenizer = build_tokenizer(cfg, texts)
@@ -264,10 +272,6 @@ def random_real_model(cfg, tokenizer, device: torch.device):
     MFU needs the real shapes, not trained weights. The LLM keeps LLaMA-2's 32k vocabulary (the tiny
     tokenizer that writes the prompts uses ids inside it), so N is the real model's.
     """
-    from emotion_llama.encoders.build import encoder_shapes
-    from emotion_llama.model.fusion import EmotionLLaMA
-    from emotion_llama.model.llm import LLAMA2_7B, apply_lora, load_llm
-    from emotion_llama.model.prompts import FEATURE_TOKEN, VIDEO_TOKEN
 
     shapes = encoder_shapes(cfg)
     vocab = cfg.llm_arch.get("vocab_size", LLAMA2_7B["vocab_size"])
@@ -290,10 +294,6 @@ class RandomFeatures:
 
 def train_batches(model, tokenizer, bset: BenchSet, store, args: argparse.Namespace) -> list[dict]:
     """Collated batches of the train split, made before timing: the steps, not the loader, are measured."""
-    from torch.utils.data import DataLoader
-
-    from emotion_llama.datasets.instruction import EpochSampler, MERRDataset, collate
-
     tasks = dict(OmegaConf.load(CONF / "stage" / f"{args.stage}.yaml").tasks)
     dataset = MERRDataset(bset.records("train"), store, tokenizer, model.num_video_tokens, model.num_feature_tokens,
                           tasks=tasks, max_length=args.max_length, train=True, seed=0)
@@ -334,12 +334,9 @@ def train_step_fn(model, variant: Variant, device: torch.device) -> Callable[[di
 def train_model(cfg, bset: BenchSet, args: argparse.Namespace, device: torch.device):
     """(model, tokenizer, feature store) for one variant: a fresh model each, so none inherits optimizer state."""
     if cfg.encoder_size == "tiny":
-        from emotion_llama.model.checkpoint import load_checkpoint
 
         model, _, tokenizer = load_checkpoint(bench_checkpoint(cfg, bset, args.work_dir, args.checkpoint), device=device)
         return model, tokenizer, bset.store()
-    from emotion_llama.encoders.build import encoder_shapes
-    from emotion_llama.model.builder import build_tokenizer
 
     tokenizer = build_tokenizer(replace(cfg, llm_path=None, tokenizer_path=None),
                                 [t for r in bset.records("train") for t in (r.subtitle, r.caption, r.reason)])
@@ -409,10 +406,6 @@ def count_calls(module: torch.nn.Module) -> Iterator[list[int]]:
 
 def bench_eval(args: argparse.Namespace) -> list[dict]:
     """Our score protocol (batched label scoring) against the original (batch 1, greedy, last word)."""
-    from emotion_llama.datasets.features import LazyFeatures
-    from emotion_llama.evaluation.evaluate import Evaluator
-    from emotion_llama.inference.core import InferenceCore
-    from emotion_llama.labels import MERR_LABELS
 
     device = resolve_device(args.device)
     cfg = preset_config(args.preset, args.paths)
@@ -453,11 +446,6 @@ def bench_eval(args: argparse.Namespace) -> list[dict]:
 
 def bench_extract(args: argparse.Namespace) -> list[dict]:
     """Decoding alone (DataLoader workers) beside the full extraction (decode, encode, write) of the same videos."""
-    from torch.utils.data import DataLoader
-
-    from emotion_llama.encoders.build import build_encoders
-    from emotion_llama.encoders.extract import VideoFolder, decode_clip, extract_folder
-
     device = resolve_device(args.device)
     cfg = preset_config(args.preset, args.paths)
     bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, preset_config("tiny"))
@@ -505,7 +493,6 @@ def cold_start(video: Path, checkpoint: Path, device: torch.device, paths: Mappi
 
 def bench_infer(args: argparse.Namespace) -> list[dict]:
     """Cold start (a new process to the first answer) beside warm per-video latency (Predictor loaded once)."""
-    from emotion_llama.inference.video import Predictor
 
     device = resolve_device(args.device)
     cfg = preset_config(args.preset, args.paths)

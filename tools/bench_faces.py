@@ -47,7 +47,11 @@ from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, UsageError, run
 from emotion_llama.datasets import faces
+from emotion_llama.datasets.media import load_clip
+from emotion_llama.datasets.synthetic import timed_generate
+from emotion_llama.datasets.synthetic.face import SIZE, render_background, sample_appearance
 from emotion_llama.errors import UserError
+from emotion_llama.fileio import atomic_write_text
 
 CLOSEUP, SMALL_FRACTION, SMALL_SIDE, CLOSEUP_SIDE, ROTATION = 2.5, 0.22, 240, 360, 25
 # name, file inside an installed package, hand-checked face box x0, y0, x1, y1 (brows to chin)
@@ -177,9 +181,6 @@ def lfw_sample(patch: np.ndarray, face: bool) -> Sample:
 
 
 def synthetic_sets(video_dir: Path) -> dict[str, list[Sample]]:
-    from emotion_llama.datasets.media import load_clip
-    from emotion_llama.datasets.synthetic.face import SIZE, render_background, sample_appearance
-
     frames = [f for p in sorted(video_dir.glob("*.mp4")) for f in load_clip(p, num_frames=16).frames]
     # The drawn head is centred (+-10 px of motion); its face is about 0.6 of the frame.
     centre = (SIZE / 2, SIZE / 2 + 4, 0.6 * SIZE)
@@ -288,8 +289,6 @@ def bench_faces(cfg: DictConfig, call: Call) -> int:
         fn(np.zeros((160, 160, 3), np.uint8))
     with tempfile.TemporaryDirectory() as tmp:
         if video_dir is None:
-            from emotion_llama.datasets.synthetic import timed_generate
-
             timed_generate(tmp, 3, 0, 1)
             video_dir = Path(tmp) / "videos"
         sets = {**synthetic_sets(video_dir), **real_sets(roots)}
@@ -300,8 +299,6 @@ def bench_faces(cfg: DictConfig, call: Call) -> int:
                          "median_box_scale": statistics.median(t.scales) if t.scales else None})
              for s, tallies in results.items() for d, t in tallies.items()]
     if cfg.json:
-        from emotion_llama.fileio import atomic_write_text
-
         atomic_write_text(cfg.json, "\n".join(lines) + "\n")
     print(f"{datetime.date.today()} | {machine()} | {time.perf_counter() - started:.0f} s")
     print("\n".join(rows(results, names)))

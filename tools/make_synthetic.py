@@ -5,11 +5,10 @@ import sys
 from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, run
+from emotion_llama.datasets.synthetic import timed_generate
 
 
 def main(cfg: DictConfig, call: Call) -> None:
-    from emotion_llama.datasets.synthetic import timed_generate
-
     print(timed_generate(cfg.out_dir, cfg.clips_per_label, cfg.seed, cfg.workers))
 
 

@@ -46,8 +46,16 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from emotion_llama.datasets.dialogue import DIALOGUE_KINDS, dialogue_labels
+from emotion_llama.datasets.iemocap import read_iemocap
+from emotion_llama.datasets.meld import SPLIT_FILES, read_meld_split
 from emotion_llama.errors import UserError
+from emotion_llama.evaluation.metrics import classification_report, plot_confusion
+from emotion_llama.fileio import atomic_files, atomic_path
+from emotion_llama.imagination.mapper import build_mapper, default_embedding_model
 from emotion_llama.imagination.pictures import ImageInputs, build_imaginer, check_imagine, text_inputs
+from emotion_llama.inference.core import InferenceCore
+from emotion_llama.model.checkpoint import read_config
+from emotion_llama.model.prompts import answer_text
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +89,6 @@ def load_utterances(data: DictConfig) -> list:
     """The utterances to evaluate (``data.limit``: only the first N), generating the synthetic set first
     when the data config names a generator."""
     if data.kind == "meld":
-        from emotion_llama.datasets.meld import SPLIT_FILES, read_meld_split
-
         split = data.get("split", "test")
         if split not in SPLIT_FILES:
             raise UserError(f"data.split={split}: use one of {', '.join(SPLIT_FILES)}")
@@ -92,8 +98,6 @@ def load_utterances(data: DictConfig) -> list:
             instantiate(data.generate)(data.root)  # deterministic, atomic, milliseconds: always in step with it
         utterances = read_meld_split(data.root, split)
     elif data.kind == "iemocap":
-        from emotion_llama.datasets.iemocap import read_iemocap
-
         sessions = list(data.get("sessions") or (1, 2, 3, 4, 5))
         if not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 5 for n in sessions):
             raise UserError(f"data.sessions=[{','.join(map(str, sessions))}]: use some of IEMOCAP's sessions 1..5, "
@@ -141,8 +145,6 @@ def answer_variant(core, utterances: Sequence, variant: str, mapper_kind: str, m
     to a label by ``mapper`` (built by :func:`~emotion_llama.imagination.mapper.build_mapper`)."""
     from tqdm.auto import tqdm
 
-    from emotion_llama.model.prompts import answer_text
-
     media = MEDIA[variant]
     if variant == "imagined":
         if images is None:
@@ -174,10 +176,6 @@ def evaluate_dialogue(cfg: DictConfig, paths: Mapping[str, object] | None = None
     """Run the evaluation ``cfg`` describes (see the module doc) and write its outputs; returns metrics.json.
     ``paths``: the weight paths the user named, which replace the checkpoint's."""
     import torch
-
-    from emotion_llama.imagination.mapper import build_mapper
-    from emotion_llama.inference.core import InferenceCore
-    from emotion_llama.model.checkpoint import read_config
 
     check_settings(cfg)
     read_config(cfg.checkpoint)  # a folder that is no checkpoint is refused before pictures are drawn
@@ -223,8 +221,6 @@ def _imagine(cfg: DictConfig, utterances: Sequence) -> tuple[dict[str, Path], di
 
 def build_report(cfg: DictConfig, utterances: Sequence, labels: Sequence[str], answers: Mapping[str, list[Answer]],
                  imagination: dict | None, seconds: Mapping[str, float]) -> dict:
-    from emotion_llama.evaluation.metrics import classification_report
-
     truth = [u.label for u in utterances]
     per: dict[str, dict] = {}
     for variant, rows in answers.items():
@@ -244,8 +240,6 @@ def build_report(cfg: DictConfig, utterances: Sequence, labels: Sequence[str], a
     if imagination is not None:
         report["imagination"] = {k: v for k, v in imagination.items() if k != "prompts"}
     if cfg.mapper == "embedding":
-        from emotion_llama.imagination.mapper import default_embedding_model
-
         report["embedder"] = str(cfg.paths.get("embedder") or default_embedding_model())
     if cfg.data.kind in PUBLISHED and not cfg.data.get("generate"):
         report["published"] = PUBLISHED[cfg.data.kind] | {"source": "WALL-E, arXiv 2308.10354 (weighted F1, %)"}
@@ -260,9 +254,6 @@ def write_outputs(run_dir: Path, utterances: Sequence, labels: Sequence[str], an
                   report: dict, grid: int = 8, prompts: Mapping[str, str] | None = None) -> None:
     """metrics.json, predictions.csv, a confusion picture per variant and the grid of pictures, together
     (``prompts``: the imagination prompt of each utterance id, for the csv)."""
-    from emotion_llama.evaluation.metrics import plot_confusion
-    from emotion_llama.fileio import atomic_files
-
     prompts = prompts or {}
     by_id = {u.id: u for u in utterances}
     with atomic_files(run_dir) as out:
@@ -290,8 +281,6 @@ def save_grid(path: Path, utterances: Sequence, answers: Mapping[str, list[Answe
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from PIL import Image
-
-    from emotion_llama.fileio import atomic_path
 
     imagined = answers["imagined"][:count]
     text = {a.id: a for a in answers.get("text", [])}

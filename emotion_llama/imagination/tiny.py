@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from emotion_llama.fileio import atomic_dir
+from emotion_llama.imagination.mapper import DEFAULT_DESCRIPTIONS
 
 TOKENIZER_LENGTH = 160  # the tiny CLIP text encoder's positions: byte-level tokens of a prompt with its context
 # A few byte-pair merges of frequent English letter pairs, so that common words take fewer tokens.
@@ -89,8 +90,6 @@ def save_tiny_text_to_image(out_dir: str | Path, seed: int = 0) -> Path:
 
 def embedder_words(extra: Iterable[str] = ()) -> list[str]:
     """The tiny encoder's word list: every word of the default label descriptions and of ``extra``."""
-    from emotion_llama.imagination.mapper import DEFAULT_DESCRIPTIONS
-
     words: dict[str, None] = {}
     for text in [*DEFAULT_DESCRIPTIONS.values(), *extra]:
         for word in re.findall(r"[a-z]+|[^\sa-z0-9]", text.lower()):

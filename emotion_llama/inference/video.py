@@ -43,6 +43,7 @@ from emotion_llama.datasets.pixels import pixel_batch
 from emotion_llama.encoders.build import build_encoders
 from emotion_llama.encoders.extract import FeatureEncoders, VideoFolder
 from emotion_llama.errors import UserError
+from emotion_llama.fileio import atomic_files, atomic_path
 from emotion_llama.inference.core import InferenceCore
 from emotion_llama.labels import MERR_LABELS
 
@@ -311,8 +312,6 @@ def card_paths(out: str | Path, videos: Sequence[str]) -> dict[str, Path]:
 def card_set(cards: Mapping[str, Path]) -> Iterator[Callable[[Prediction], Path]]:
     """Save cards as one set: ``save(pred)`` draws a card into a staging folder, and the cards move into place
     together when the block ends without an error; an interrupted run leaves the cards of the run before."""
-    from emotion_llama.fileio import atomic_files
-
     folders = {path.parent for path in cards.values()}
     if not cards:
         yield lambda pred: None
@@ -330,8 +329,6 @@ def save_card(pred: Prediction, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-
-    from emotion_llama.fileio import atomic_path
 
     if pred.image is None:
         raise ValueError("the prediction has no peak frame: predict with keep_image=True")

@@ -30,6 +30,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from emotion_llama.encoders.build import EncoderShapes, encoder_config, encoder_shapes
+from emotion_llama.encoders.eva import EvaEncoder
 from emotion_llama.errors import UserError, WeightsNotFoundError
 from emotion_llama.fileio import atomic_dir
 from emotion_llama.model.builder import build_model, build_tokenizer
@@ -355,8 +356,6 @@ def _is_llm_weight(ours: str, want: Expected) -> bool:
 
 def check_eva(path: Path, cfg: ModelConfig, shapes: EncoderShapes) -> None:
     """Fail now, not at the first inference, when the EVA file does not load into the configured EVA."""
-    from emotion_llama.encoders.eva import EvaEncoder
-
     if path.is_file() and path.suffix != ".safetensors":
         check_torch_file(path, "the EVA ViT-g weights (paths.eva=FILE)")
     try:

@@ -29,6 +29,7 @@ from emotion_llama.datasets.image_instruction import (
     load_turns,
 )
 from emotion_llama.datasets.instruction import MERRDataset, keep_with_features, load_records
+from emotion_llama.datasets.meld import read_meld_split
 from emotion_llama.datasets.pixels import ImagePixels
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_write_text
@@ -78,8 +79,6 @@ def _image_dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, 
 
 def _utterances(cfg: DictConfig, split: str):
     """The labelled utterances of a split of a text-only dialogue config (``data.media: text``), or None."""
-    from emotion_llama.datasets.meld import read_meld_split
-
     name = (cfg.data.get("splits") or {}).get(split)
     return read_meld_split(cfg.data.root, name) if name else None
 
