@@ -9,11 +9,12 @@ PIP_TOOLS := pip-tools==7.7.0
 .PHONY: install test test-slow test-all test-latest demo demo-image demo-text app lint lock check-lock clean
 
 # The venv is the lock, line for line: pip installs exactly its pins (--require-hashes refuses anything unpinned),
-# the project goes in editable without dependencies, and the result is checked against the lock.
+# the project goes in editable without dependencies, and the result is checked against the lock. pip speaks only
+# on errors (-qq): a machine's own index settings can otherwise print a line per package.
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -qq --require-hashes -r $(LOCK)
+	$(BIN)/pip install -qq --no-deps --no-build-isolation -e .
 	$(BIN)/python tools/check_lock.py --installed
 	touch $@
 
