@@ -6,6 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+import emotion_llama.inference.video as video
 from conftest import CONF_DIR
 from emotion_llama.training import synthetic as prepare
 
@@ -56,7 +57,7 @@ def test_the_demo_key_reaches_pretraining_extraction_evaluation_and_inference(tm
         seen["infer"] = face_detector
         raise Stop
 
-    monkeypatch.setattr(demo, "Predictor", predictor)
+    monkeypatch.setattr(video, "Predictor", predictor)
     synthetic_dir = tmp_path / "synthetic"
     synthetic_dir.mkdir()
     (synthetic_dir / "subtitles.csv").write_text("name,sentence\n")

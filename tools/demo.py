@@ -14,12 +14,12 @@ from hydra import compose
 from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, run
-from emotion_llama.datasets.common import read_subtitles
+from emotion_llama.commands.infer import infer
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import evaluate
 from emotion_llama.evaluation.reasoning import evaluate_reasoning
 from emotion_llama.fileio import atomic_write_text
-from emotion_llama.inference.video import Failure, Predictor, save_card
+from emotion_llama.inference.video import Failure
 from emotion_llama.training.train import train
 
 log = logging.getLogger("emotion_llama.demo")
@@ -56,17 +56,15 @@ def _reasoning(cfg: DictConfig, checkpoint: str) -> dict:
 
 
 def _infer(cfg: DictConfig, checkpoint: str, video: Path) -> dict:
-    """What ``emotion-llama-infer VIDEO checkpoint=... task=reason json=true card=...`` prints, in-process."""
-    infer = compose(config_name="infer")  # the inference tool's own defaults (device, batch size, lengths)
+    """``emotion-llama-infer VIDEO checkpoint=... task=reason card=...`` with the synthetic set's subtitles, through
+    the command's own function (its printing left to the summary)."""
     card = Path(cfg.demo_dir) / "card.png"
-    predictor = Predictor(checkpoint, device=infer.device, batch_size=infer.batch_size,
-                          max_new_tokens=infer.max_new_tokens, num_workers=infer.num_workers,
-                          face_detector=cfg.face_detector)
-    subtitles = read_subtitles(Path(cfg.paths.synthetic_dir) / "subtitles.csv")
-    (pred,) = predictor.predict([str(video)], subtitles, task="reason", keep_image=True)
+    overrides = [f"paths.output_dir={cfg.paths.output_dir}", f"checkpoint={checkpoint}", "task=reason",
+                 f"card={card}", f"subtitles={Path(cfg.paths.synthetic_dir) / 'subtitles.csv'}",
+                 f"face_detector={cfg.face_detector}"]
+    (pred,) = infer(compose(config_name="infer", overrides=overrides), [str(video)], show=False)
     if isinstance(pred, Failure):
         raise UserError(f"inference failed on {pred}")
-    save_card(pred, card)
     return pred.to_dict() | {"card": str(card)}
 
 

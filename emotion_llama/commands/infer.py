@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -48,36 +48,51 @@ def load_subtitles(cfg: DictConfig) -> dict[str, str] | str | None:
     return read_subtitles(cfg.subtitles)
 
 
-def emit(result, as_json: bool, save_card: Callable) -> bool:
-    """Print one result (and stage its card); False for an input that could not be processed."""
+def emit(result, as_json: bool, save_card: Callable, show: bool = True) -> bool:
+    """Print one result (when ``show``) and stage its card; False for an input that could not be processed
+    (its one-line reason goes to stderr either way)."""
     from emotion_llama.inference.video import Failure, format_prediction
 
     if isinstance(result, Failure):
         print(f"error: {str(result).replace(chr(10), ' ')}", file=sys.stderr, flush=True)
         return False
-    print(json.dumps(result.to_dict()) if as_json else format_prediction(result) + "\n", flush=True)
+    if show:
+        print(json.dumps(result.to_dict()) if as_json else format_prediction(result) + "\n", flush=True)
     save_card(result)
     return True
 
 
-def _main(cfg: DictConfig, call: Call) -> int:
-    check_args(cfg, call)
-    labels = resolve_labels(cfg.labels)  # None: the checkpoint's own
-    labels = list(labels) if labels is not None else None
-    checkpoint = find_checkpoint(cfg)
+def infer(cfg: DictConfig, inputs: Sequence[str], paths: Mapping[str, object] | None = None,
+          show: bool = True) -> list:
+    """What ``emotion-llama-infer`` does with the settings ``cfg`` on ``inputs`` (videos, images, frame folders
+    or folders of these): answers each with the checkpoint (``paths``: the weight paths the user named, which
+    replace its saved ones), prints each answer when ``show``, and writes the cards of ``cfg.card`` together
+    once every input is answered. Returns the results in input order (a Failure for an input that failed)."""
     from emotion_llama.inference.video import Predictor, card_paths, card_set, expand_inputs
 
-    videos = expand_inputs(call.positional, cfg.image_folder)
+    labels = resolve_labels(cfg.labels)  # None: the checkpoint's own
+    checkpoint = find_checkpoint(cfg)
+    videos = expand_inputs(inputs, cfg.image_folder)
     subtitles = load_subtitles(cfg)
-    # The paths.* named on the command line replace the checkpoint's saved weight paths; the others stay.
-    predictor = Predictor(checkpoint, paths=call.named_paths(cfg), device=cfg.device, batch_size=cfg.batch_size,
+    predictor = Predictor(checkpoint, paths=paths, device=cfg.device, batch_size=cfg.batch_size,
                           max_new_tokens=cfg.max_new_tokens, num_workers=cfg.num_workers, asr_model=cfg.asr_model,
-                          face_detector=cfg.face_detector, labels=labels)
+                          face_detector=cfg.face_detector, labels=list(labels) if labels is not None else None)
     cards = card_paths(cfg.card, [str(v) for v in videos]) if cfg.card else {}
-    results = predictor.predict_iter(videos, subtitles, cfg.task, keep_image=bool(cards))
+    results = []
     with card_set(cards) as save_card:  # the cards land together when every input has been answered
-        failed = sum(not emit(r, cfg.json, save_card) for r in results)
-    return 1 if failed else 0
+        for result in predictor.predict_iter(videos, subtitles, cfg.task, keep_image=bool(cards)):
+            emit(result, cfg.json, save_card, show)
+            results.append(result)
+    return results
+
+
+def _main(cfg: DictConfig, call: Call) -> int:
+    check_args(cfg, call)
+    from emotion_llama.inference.video import Failure
+
+    # The paths.* named on the command line replace the checkpoint's saved weight paths; the others stay.
+    results = infer(cfg, call.positional, paths=call.named_paths(cfg))
+    return 1 if any(isinstance(r, Failure) for r in results) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
