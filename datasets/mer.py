@@ -21,6 +21,7 @@ from emotion_llama.datasets.common import (
     _valence,
     _write_csv,
 )
+from emotion_llama.datasets.plain_npz import NotPlainData, load_npz
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_path
 from emotion_llama.labels import MER_LABELS
@@ -41,21 +42,22 @@ _NPZ_ERRORS = (ValueError, OSError, pickle.UnpicklingError, EOFError, zipfile.Ba
 
 
 def _npz_dict(path: Path, key: str) -> dict:
+    """The dict stored under ``key``, read as plain data (see :mod:`.plain_npz`): a pickle in the file that would
+    call anything is refused, never run."""
     broken = UserError(f"{path}: not a label-6way.npz of pickled dicts; re-download label-6way.npz")
     try:
-        npz = np.load(path, allow_pickle=True)
-    except _NPZ_ERRORS:
-        raise broken from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
+        arrays = load_npz(path)
+    except NotPlainData as err:
+        raise UserError(f"{path}: refused: a pickle in it names {err}, which plain label data never needs (a file "
+                        "made to run code when loaded?); re-download label-6way.npz") from None
+    except _NPZ_ERRORS as err:
+        raise UserError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); re-download "
+                        "label-6way.npz") from None
+    if not arrays:
         raise broken
-    with npz:
-        if key not in npz.files:
-            raise UserError(f"{path}: no corpus {key!r} (found {', '.join(npz.files)}); pick one of those")
-        try:
-            array = npz[key]
-        except _NPZ_ERRORS as err:
-            raise UserError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); re-download "
-                            "label-6way.npz") from None
+    if key not in arrays:
+        raise UserError(f"{path}: no corpus {key!r} (found {', '.join(arrays)}); pick one of those")
+    array = arrays[key]
     if array.shape != () or not isinstance(array.item(), dict):
         raise broken
     return array.item()
