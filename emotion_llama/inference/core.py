@@ -31,7 +31,7 @@ from emotion_llama.labels import MERR_LABELS
 from emotion_llama.model.checkpoint import load_checkpoint, read_config, read_labels
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import PlaceholderFusion
-from emotion_llama.model.instructblip import ImageTransform, InstructBlipEmotion
+from emotion_llama.model.instructblip import ImageTransform
 from emotion_llama.model.prompts import LAYOUTS, PromptParts, answer_text, canonical_instruction
 from emotion_llama.model.sequences import encode_answer, encode_prompt, pad_batch
 from emotion_llama.runtime import (
@@ -106,7 +106,7 @@ class InferenceCore:
     @property
     def reads_pixels(self) -> bool:
         """Whether the model encodes images itself (InstructBLIP): its inputs are pixel values, not features."""
-        return isinstance(self.model, InstructBlipEmotion)
+        return self.model.reads_pixels
 
     @property
     def image_transform(self) -> ImageTransform:

@@ -61,6 +61,10 @@ class PlaceholderFusion(nn.Module):
     ``<FeatureHere>`` one, and the tokens fill them in order.
     """
 
+    # Whether the model encodes images itself (pixel values in ``features["image"]``) rather than reading cached
+    # encoder features: the one backbone difference callers ask about.
+    reads_pixels: bool = False
+
     llm: nn.Module
     video_token_id: int
     feature_token_id: int

@@ -132,6 +132,8 @@ class InstructBlipEmotion(PlaceholderFusion):
     ``blip.language_model.``).
     """
 
+    reads_pixels = True
+
     def __init__(
         self,
         blip: InstructBlipForConditionalGeneration,

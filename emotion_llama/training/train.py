@@ -37,7 +37,7 @@ from emotion_llama.imagination.pictures import build_imaginer, check_imagine, pi
 from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.checkpoint import load_checkpoint, read_config, save_checkpoint
 from emotion_llama.model.config import ModelConfig
-from emotion_llama.model.instructblip import ImageTransform, InstructBlipEmotion
+from emotion_llama.model.instructblip import ImageTransform
 from emotion_llama.model.llm import enable_checkpointing
 from emotion_llama.model.prompts import MEDIA, answer_text
 from emotion_llama.model.sequences import encode_answer
@@ -62,7 +62,7 @@ def _image_dataset(cfg: DictConfig, split: str, store: FeatureStore, tokenizer, 
     records = _image_records(cfg, split)
     if records is None:
         return None
-    if isinstance(model, InstructBlipEmotion):  # it encodes the pixels itself: no feature cache
+    if model.reads_pixels:  # it encodes the pixels itself: no feature cache
         store = ImagePixels([r.image for r in records], ImageTransform(model.image_processor))
     else:
         records = keep_images_with_features(records, store, cfg.data.on_missing_features)
