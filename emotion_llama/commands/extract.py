@@ -35,13 +35,14 @@ def _main(cfg: DictConfig, call: Call) -> int:
     from emotion_llama.encoders.extract import extract_folder, iter_failures
     from emotion_llama.model.config import ModelConfig
 
-    if ModelConfig.from_cfg(cfg).reads_pixels:
+    model_cfg = ModelConfig.from_cfg(cfg)
+    if model_cfg.reads_pixels:
         raise UserError(f"model.backbone={cfg.model.backbone} reads the images themselves and needs no features: "
                         "train and evaluate it on the image folders directly")
     accelerator, devices = lightning_devices(cfg.device, cfg.devices)
     start = time.perf_counter()
     counts = extract_folder(
-        cfg.input_dir, cfg.output_dir, ModelConfig.from_cfg(cfg), feature_dirs=cfg.feature_dirs, batch_size=cfg.batch_size,
+        cfg.input_dir, cfg.output_dir, model_cfg, feature_dirs=cfg.feature_dirs, batch_size=cfg.batch_size,
         num_workers=cfg.num_workers, accelerator=accelerator, devices=devices, progress=cfg.progress,
         face_detector=cfg.face_detector,
     )

@@ -26,11 +26,12 @@ def _main(cfg: DictConfig, call: Call) -> None:
     from emotion_llama.model.config import ModelConfig
     from emotion_llama.model.official import OfficialImportError, import_official
 
-    if ModelConfig.from_cfg(cfg).is_instructblip:
+    model_cfg = ModelConfig.from_cfg(cfg)
+    if model_cfg.is_instructblip:
         raise cli.UsageError("the official Emotion_LLaMA.pth holds an Emotion-LLaMA model: use model=emotion_llama_7b "
                              "(or another preset of backbone emotion_llama)")
     try:
-        report = import_official(cfg.ckpt, cfg.out, ModelConfig.from_cfg(cfg), eva_path=cfg.paths.eva)
+        report = import_official(cfg.ckpt, cfg.out, model_cfg, eva_path=cfg.paths.eva)
     except OfficialImportError as err:
         print(err.report.format())
         raise

@@ -14,8 +14,8 @@ Each utterance is answered by the checkpoint's model in one or two variants:
 - ``both``: the two, reported side by side.
 
 Training on the same data (``tools/train.py data=meld|synthetic_meld``, ``data.media: text``) asks the same
-prompts and, with ``data.imagined=true``, draws into the same cache with the same settings
-(:func:`build_imaginer`) and gives the model the same EVA features (:func:`picture_features`).
+prompts and, with ``data.imagined=true``, draws into the same cache with the same settings and gives the model
+the same EVA features: both use :mod:`emotion_llama.imagination.pictures`.
 
 The model is reached only through :class:`~emotion_llama.inference.core.InferenceCore` (loaded with
 :meth:`~emotion_llama.inference.core.InferenceCore.load`, so any backbone ``load_checkpoint`` knows works).
