@@ -68,7 +68,7 @@ def test_every_caller_is_identical_on_identical_features(core, clips):
     assert torch.equal(torch.tensor([[p.scores[lb] for lb in DFEW_LABELS] for p in evaluated]), direct)
 
     predictor = Predictor(core, labels=DFEW_LABELS, max_new_tokens=6)
-    predictor._features = lambda _clips: batch  # the cached features instead of encoding the videos again
+    predictor.inputs = lambda _clips: batch  # the cached features instead of encoding the videos again
     fake_clips = [{"peak_frame": 0, "face_found": True, "audio_found": True, "face_box": [0, 0, 1, 1]}] * 3
     preds = predictor._predict_clips(names, fake_clips, texts, "reason")
     assert torch.equal(torch.tensor([[p.scores[lb] for lb in DFEW_LABELS] for p in preds]), direct.softmax(-1))

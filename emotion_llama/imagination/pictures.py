@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from emotion_llama.datasets.features import stack_features
-from emotion_llama.datasets.pixels import pixel_batch
 from emotion_llama.encoders.build import build_encoders
 from emotion_llama.encoders.extract import FeatureEncoders, decode_image
 from emotion_llama.errors import UserError
 from emotion_llama.imagination.imagine import Imaginer, check_template
+from emotion_llama.inference.inputs import ClipInputs
 from emotion_llama.model.fusion import MODALITIES, PRESENT
 from emotion_llama.runtime import autocast, resolve_device
 
@@ -57,32 +56,15 @@ def text_inputs(n: int) -> dict:
 
 
 class ImageInputs:
-    """Model features of picture files, the same for any backbone the core holds.
-
-    A model that encodes images itself (InstructBLIP: :attr:`InferenceCore.reads_pixels`) gets the pixel values
-    of its own image transform; Emotion-LLaMA gets the EVA tokens of its EVA encoder (built from the
-    checkpoint's config, as feature extraction builds it), from the image as
-    :func:`~emotion_llama.encoders.extract.decode_image` decodes it. Either way the picture is the only
-    modality present (a face in it is not given to the face encoder).
-    """
+    """Model inputs of picture files, the same for any backbone the core holds (:class:`ClipInputs`), from the
+    image as :func:`~emotion_llama.encoders.extract.decode_image` decodes it. The picture is the only modality
+    present (a face in it is not given to the face encoder), so only EVA is built."""
 
     def __init__(self, core):
-        self.core = core
-        self._encoders = None
+        self.inputs = ClipInputs(core, encoders=("eva",))
 
     def __call__(self, paths: Sequence[str | Path]) -> dict:
-        clips = decode_pictures(paths)
-        if getattr(self.core, "reads_pixels", False):
-            return pixel_batch([c["eva_image"] for c in clips], self.core.image_transform)
-        with self.core.autocast():
-            per_clip = self.encoders(clips)
-        return stack_features([{"eva": torch.from_numpy(f["eva"]).float()} for f in per_clip])
-
-    @property
-    def encoders(self):
-        if self._encoders is None:
-            self._encoders = eva_encoder(self.core.config, self.core.device)
-        return self._encoders
+        return self.inputs(decode_pictures(paths))
 
 
 def decode_pictures(paths: Sequence[str | Path]) -> list[dict]:

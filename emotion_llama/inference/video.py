@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from emotion_llama.datasets.features import stack_features
 from emotion_llama.datasets.media import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -39,12 +38,11 @@ from emotion_llama.datasets.media import (
     frame_files,
     sidecar_audio,
 )
-from emotion_llama.datasets.pixels import pixel_batch
-from emotion_llama.encoders.build import build_encoders
-from emotion_llama.encoders.extract import FeatureEncoders, VideoFolder
+from emotion_llama.encoders.extract import VideoFolder
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_files, atomic_path
 from emotion_llama.inference.core import InferenceCore
+from emotion_llama.inference.inputs import ClipInputs
 from emotion_llama.labels import MERR_LABELS
 
 log = logging.getLogger(__name__)
@@ -188,10 +186,7 @@ class Predictor:
         else:
             self.core = InferenceCore.load(checkpoint, paths, device)
         self.device = self.core.device
-        # The encoders feature extraction used for training: seeded tiny ones or those at the saved paths.
-        # None for a model that encodes the images itself (InstructBLIP): it is given their pixels.
-        self.encoders = (None if self.core.reads_pixels
-                         else FeatureEncoders(build_encoders(self.core.config)).to(self.device).eval())
+        self.inputs = ClipInputs(self.core)
         self.labels = list(labels if labels is not None else self.core.labels or MERR_LABELS)
         self.batch_size, self.max_new_tokens, self.num_workers = batch_size, max_new_tokens, num_workers
         self.asr = Transcriber(asr_model, self.device) if asr_model else None
@@ -249,13 +244,6 @@ class Predictor:
             return self.asr(clip["audio"])
         return text or ""
 
-    def _features(self, clips: list[dict]) -> dict[str, torch.Tensor]:
-        if self.core.reads_pixels:  # the image as read (read_image), in the model's own image processing
-            return pixel_batch([c["eva_image"] for c in clips], self.core.image_transform)
-        with self.core.autocast():
-            per_clip = self.encoders(clips)  # also sets audio_found=False for tracks too short to use
-        return stack_features([{m: torch.from_numpy(a.astype(np.float32)) for m, a in f.items()} for f in per_clip])
-
     def _predict_clips(self, videos: list[str], clips: list[dict], texts: list[str], task: str) -> list[Prediction]:
         """Videos and images of a batch go through the model in one group per media (their prompts differ)."""
         media = ["image" if c.get("image") else "video" for c in clips]
@@ -264,7 +252,7 @@ class Predictor:
             rows = [i for i, m in enumerate(media) if m == kind]
             group = [clips[i] for i in rows]
             group_texts = [texts[i] for i in rows]
-            feats = self._features(group)
+            feats = self.inputs(group)
             probs = self.core.score(group_texts, feats, self.labels, media=kind).softmax(-1)  # (B, K)
             reasons = (self.core.generate(group_texts, feats, "reason", self.labels, self.max_new_tokens, media=kind)
                        if task == "reason" else [None] * len(group))
