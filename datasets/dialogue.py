@@ -57,7 +57,7 @@ def with_context(utterances: Iterable[Utterance]) -> list[Utterance]:
 
 
 def is_dialogue(data: DictConfig) -> bool:
-    """Whether ``data`` is a text-only dialogue set this module evaluates."""
+    """Whether ``data`` is a text-only dialogue set (MELD, IEMOCAP)."""
     return data.get("kind") in DIALOGUE_KINDS
 
 

@@ -24,11 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from emotion_llama.choices import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
+from emotion_llama.choices import FACE_DETECTORS
 from emotion_llama.errors import UserError
-
-DETECTORS = FACE_DETECTORS
-DEFAULT_DETECTOR = DEFAULT_FACE_DETECTOR
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 HAAR_SCALE_FACTOR = 1.1
@@ -51,8 +48,8 @@ class FaceDetectorError(UserError):
 
 
 def check_detector(name: str) -> str:
-    if name not in DETECTORS:
-        raise FaceDetectorError(f"face_detector must be one of {', '.join(DETECTORS)}, got {name!r}")
+    if name not in FACE_DETECTORS:
+        raise FaceDetectorError(f"face_detector must be one of {', '.join(FACE_DETECTORS)}, got {name!r}")
     return name
 
 

@@ -14,21 +14,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from emotion_llama.datasets.face_detectors import (
-    DEFAULT_DETECTOR,
-    DETECTORS,
-    FaceDetectorError,
-    check_detector,
-    detect,
-)
+from emotion_llama.choices import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
+from emotion_llama.datasets.face_detectors import FaceDetectorError, check_detector, detect
 
 __all__ = [
     "DEFAULT_FACE_DETECTOR", "FACE_DETECTORS", "FaceDetectorError", "FaceTrack", "centre_boxes", "crop_faces",
     "detect_faces", "select_peak_frame", "track_face",
 ]
 
-FACE_DETECTORS = DETECTORS  # ("mtcnn", "haar")
-DEFAULT_FACE_DETECTOR = DEFAULT_DETECTOR  # part of the feature-extraction fingerprint
 MIN_FACE_FRACTION = 0.2  # of the shorter frame side: emotion clips are close-ups, tiny hits are noise
 DETECT_SIDE = 240  # frames are shrunk to this shorter side first: faces >= 20 % of it still have 48 px
 PEAK_SIZE = 32  # side of the grey thumbnails compared by select_peak_frame

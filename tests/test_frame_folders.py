@@ -25,7 +25,8 @@ from emotion_llama.commands import extract as extract_cmd
 from emotion_llama.commands import infer as infer_cmd
 from emotion_llama.datasets.common import Sample
 from emotion_llama.datasets.dfew import check_clip_folder, write_dfew_split
-from emotion_llama.datasets.face_detectors import DETECTORS, FaceDetectorError
+from emotion_llama.datasets.face_detectors import FACE_DETECTORS as DETECTORS
+from emotion_llama.datasets.face_detectors import FaceDetectorError
 from emotion_llama.datasets.features import FEATURE_DIRS, MODALITIES, FeatureStore
 from emotion_llama.datasets.media import clip_name, load_clip, open_video, read_frames
 from emotion_llama.datasets.synthetic import plan_clips, synthesize_clip
