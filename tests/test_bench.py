@@ -2,11 +2,14 @@
 measurement."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from bench import TABLE_END, append_rows, main, prepare_set, preset_config
+from bench import TABLE_END, append_rows, main, prepare_set, preset_config, random_real_model
+
+from emotion_llama.model.builder import build_tokenizer
 
 REQUIRED = {"mode", "machine", "device", "dtype", "preset", "batch", "throughput", "peak_mem_mb"}
 
@@ -94,3 +97,15 @@ def test_appended_rows_stay_in_the_table_when_sections_follow(tmp_path):
     text = path.read_text()
     assert text.index("| a |") < text.index("| b |") < text.index(TABLE_END) < text.index("## Later section")
     assert text.count("| date | machine |") == 1
+
+
+def test_the_real_size_benchmark_model_is_the_one_training_builds():
+    """At real size the benchmark builds through build_model (fp32 trainables, the base in bf16) and keeps the
+    LLM's real vocabulary under the small prompt tokenizer: checked on the meta device, no memory used."""
+    cfg = preset_config("emotion_llama_7b")
+    tokenizer = build_tokenizer(replace(cfg, llm_path=None, tokenizer_path=None), ["a smile"])
+    model = random_real_model(cfg, tokenizer, torch.device("meta"))
+    assert model.llm.get_input_embeddings().weight.shape[0] == 32000
+    trainable = {p.dtype for p in model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert trainable == {torch.float32} and frozen == {torch.bfloat16}

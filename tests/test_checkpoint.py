@@ -14,7 +14,6 @@ from emotion_llama.encoders.build import EncoderShapes
 from emotion_llama.model.builder import build_model
 from emotion_llama.model.checkpoint import (
     BASE_LLM_DIR,
-    LEGACY_BASE_LLM,
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
@@ -95,7 +94,6 @@ def test_plain_transformers_and_peft_give_the_project_logits(kind, tokenizer, ll
     cfg = config(kind, llm_dir)
     trained, _ = trained_checkpoint(cfg, tokenizer, tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / BASE_LLM_DIR).is_dir() == (cfg.llm_path is None)
-    assert not (tmp_path / "ckpt" / LEGACY_BASE_LLM).exists()
     ours, loaded_cfg, _ = load_checkpoint(tmp_path / "ckpt", shapes=SHAPES)
     assert loaded_cfg == cfg
     ids = random_ids(ours)
@@ -143,19 +141,6 @@ def test_missing_adapter_weight_fails(tokenizer, llm_dir, tmp_path):
     save_file(state, path)
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(tmp_path / "ckpt", shapes=SHAPES)
-
-
-def test_checkpoints_with_base_llm_safetensors_still_load(tokenizer, llm_dir, tmp_path):
-    """The format before base_llm/: the whole peft-wrapped LLM state dict in one file."""
-    cfg = config("tiny", llm_dir)
-    trained, _ = trained_checkpoint(cfg, tokenizer, tmp_path / "ckpt")
-    shutil.rmtree(tmp_path / "ckpt" / BASE_LLM_DIR)
-    state = {k: v.contiguous() for k, v in trained.llm.state_dict().items()}
-    save_file(state, tmp_path / "ckpt" / LEGACY_BASE_LLM)
-    loaded, _, _ = load_checkpoint(tmp_path / "ckpt", shapes=SHAPES)
-    ids = random_ids(trained)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.eval().llm(input_ids=ids).logits, trained.llm(input_ids=ids).logits)
 
 
 def test_only_an_llm_folder_may_stand_in_for_the_saved_tokenizer(tokenizer, llm_dir, tmp_path):

@@ -51,10 +51,9 @@ from emotion_llama.labels import MERR_LABELS
 from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.checkpoint import load_checkpoint, save_checkpoint
 from emotion_llama.model.config import ModelConfig
-from emotion_llama.model.fusion import EmotionLLaMA
-from emotion_llama.model.llm import LLAMA2_7B, apply_lora, enable_checkpointing, load_llm
-from emotion_llama.model.prompts import FEATURE_TOKEN, VIDEO_TOKEN
+from emotion_llama.model.llm import LLAMA2_7B
 from emotion_llama.runtime import resolve_device
+from emotion_llama.training.lightning import EmotionLLaMAModule
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -267,19 +266,14 @@ class Variant:
 
 
 def random_real_model(cfg, tokenizer, device: torch.device):
-    """The real-size architecture with random weights, built straight on the GPU in the preset's dtype.
+    """The real-size model with random weights, as training builds it (``build_model``: the frozen base in the
+    preset's dtype, fp32 trainables), straight on the device.
 
-    MFU needs the real shapes, not trained weights. The LLM keeps LLaMA-2's 32k vocabulary (the tiny
-    tokenizer that writes the prompts uses ids inside it), so N is the real model's.
+    MFU needs the real shapes, not trained weights. The LLM keeps its real vocabulary (the tiny tokenizer that
+    writes the prompts uses ids inside it), so N is the real model's.
     """
-
-    shapes = encoder_shapes(cfg)
     vocab = cfg.llm_arch.get("vocab_size", LLAMA2_7B["vocab_size"])
-    ids = [tokenizer.convert_tokens_to_ids(t) for t in (VIDEO_TOKEN, FEATURE_TOKEN)]
-    with torch.device(device):
-        llm = apply_lora(load_llm(None, cfg.llm_arch, vocab, cfg.torch_dtype), cfg.lora)
-        model = EmotionLLaMA(llm, shapes.dims, shapes.dims["eva"], shapes.eva_patches, *ids, projector=cfg.projector)
-    return model
+    return build_model(cfg, tokenizer, device=device, vocab_size=vocab)
 
 
 class RandomFeatures:
@@ -306,24 +300,26 @@ def train_batches(model, tokenizer, bset: BenchSet, store, args: argparse.Namesp
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    feats = {m: t.to(device) for m, t in batch["features"].items()}
-    return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
-            "labels": batch["labels"].to(device), "features": feats}
+    return {k: ({m: t.to(device) for m, t in v.items()} if k == "features" else
+                v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def train_step_fn(model, variant: Variant, device: torch.device) -> Callable[[dict], None]:
-    """Forward, backward and an AdamW step on the trainable parameters, as Lightning's loop would run them."""
+def train_step_fn(model, variant: Variant, device: torch.device) -> Callable[[dict, int], None]:
+    """One optimisation step as training runs it: the Lightning module's ``training_step`` (under bf16 autocast
+    for ``bf16``, as ``trainer.precision=bf16-mixed`` runs it), backward, and the module's own optimizer."""
     if variant.grad_ckpt:
-        enable_checkpointing(model.llm.get_base_model())
-    model.train()
-    forward = torch.compile(model) if variant.compile else model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.05)
+        model.enable_activation_checkpointing()
+    module = EmotionLLaMAModule(model, optimizer=partial(torch.optim.AdamW, lr=1e-5, weight_decay=0.05),
+                                scheduler=None, label_candidates=[[0], [1]])
+    module.train()
+    if variant.compile:
+        module.model = torch.compile(model)
+    optimizer = module.configure_optimizers()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.dtype == "bf16")
 
-    def step(batch: dict) -> None:
+    def step(batch: dict, index: int) -> None:
         with autocast:
-            loss = forward(batch["input_ids"], batch["attention_mask"], batch["features"], labels=batch["labels"]).loss
+            loss = module.training_step(batch, index)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -350,12 +346,12 @@ def bench_train_variant(cfg, bset: BenchSet, args: argparse.Namespace, device: t
     model, tokenizer, store = train_model(cfg, bset, args, device)
     batches = [to_device(b, device) for b in train_batches(model, tokenizer, bset, store, args)]
     step = train_step_fn(model, variant, device)
-    for batch in batches[: args.warmup]:
-        step(batch)
+    for index, batch in enumerate(batches[: args.warmup]):
+        step(batch, index)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     measured = batches[args.warmup:]
-    seconds = timed(lambda: [step(b) for b in measured], device)
+    seconds = timed(lambda: [step(b, i) for i, b in enumerate(measured)], device)
     tokens = int(sum(b["attention_mask"].sum() for b in measured))
     # peft keeps an untouched copy of each fully trained module; only the trained copy does work.
     n_llm = sum(p.numel() for n, p in model.llm.named_parameters() if "original_module" not in n)

@@ -53,13 +53,12 @@ def _main(cfg: DictConfig, call: Call) -> int:
     check_port(cfg.host, cfg.port)
     # Gradio would otherwise report usage to its servers; this machine may have no network at all.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        from emotion_llama.app import DemoApp, find_examples
+    try:  # the optional `app` extra (Gradio), with the model stack: loaded once the settings are checked
+        from emotion_llama.app import DemoApp, Predictor, find_examples
     except ImportError as err:
         if "gradio" not in str(err):
             raise
         raise UserError("the web demo needs Gradio: pip install -e '.[app]' (make app installs it)") from None
-    from emotion_llama.inference.video import Predictor
 
     examples = find_examples(cfg.examples_dir, cfg.max_examples)
     # The paths.* named on the command line replace the checkpoint's saved weight paths; the others stay.

@@ -10,30 +10,24 @@ from collections.abc import Sequence
 from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, run
+from emotion_llama.datasets.dialogue import is_dialogue
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
-    from emotion_llama.datasets.dialogue import is_dialogue
+    # The model stack loads here, once the settings are checked: --help and usage errors answer without torch.
+    from emotion_llama.evaluation import evaluate, imagined
 
     # The paths.* named on the command line replace the checkpoint's saved weight paths; the others stay.
     paths = call.named_paths(cfg)
     if is_dialogue(cfg.data):  # text-only dialogue sets (MELD, IEMOCAP): through imagination
-        return _dialogue(cfg, paths)
-    from emotion_llama.evaluation.evaluate import evaluate, format_table
-
-    report = evaluate(cfg, paths)
-    print(format_table(report))
+        report = imagined.evaluate_dialogue(cfg, paths)
+        table, details = imagined.format_report(report), ("variants", "imagination")
+    else:
+        report = evaluate.evaluate(cfg, paths)
+        table, details = evaluate.format_table(report), ("subsets",)
+    print(table)
     print(f"outputs in {cfg.run_dir}")
-    print(json.dumps({k: v for k, v in report.items() if k != "subsets"}))
-
-
-def _dialogue(cfg: DictConfig, paths: dict) -> None:
-    from emotion_llama.evaluation.imagined import evaluate_dialogue, format_report
-
-    report = evaluate_dialogue(cfg, paths)
-    print(format_report(report))
-    print(f"outputs in {cfg.run_dir}")
-    print(json.dumps({k: v for k, v in report.items() if k not in ("variants", "imagination")}))
+    print(json.dumps({k: v for k, v in report.items() if k not in details}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

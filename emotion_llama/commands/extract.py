@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, run
 from emotion_llama.errors import UserError
+from emotion_llama.model.config import ModelConfig
 from emotion_llama.runtime import resolve_device
 
 
@@ -32,14 +33,14 @@ def lightning_devices(device: str, devices: int) -> tuple[str, int | list[int]]:
 
 
 def _main(cfg: DictConfig, call: Call) -> int:
-    from emotion_llama.encoders.extract import extract_folder, iter_failures
-    from emotion_llama.model.config import ModelConfig
-
     model_cfg = ModelConfig.from_cfg(cfg)
     if model_cfg.reads_pixels:
         raise UserError(f"model.backbone={cfg.model.backbone} reads the images themselves and needs no features: "
                         "train and evaluate it on the image folders directly")
     accelerator, devices = lightning_devices(cfg.device, cfg.devices)
+    # The model stack loads here, once the settings are checked: --help and usage errors answer without torch.
+    from emotion_llama.encoders.extract import extract_folder, iter_failures
+
     start = time.perf_counter()
     counts = extract_folder(
         cfg.input_dir, cfg.output_dir, model_cfg, feature_dirs=cfg.feature_dirs, batch_size=cfg.batch_size,

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, UsageError, run
+from emotion_llama.datasets.common import read_subtitles
 from emotion_llama.errors import UserError
 from emotion_llama.labels import resolve_labels
 
@@ -43,56 +44,47 @@ def find_checkpoint(cfg: DictConfig) -> Path:
 def load_subtitles(cfg: DictConfig) -> dict[str, str] | str | None:
     if cfg.subtitles is None:
         return None if cfg.subtitle is None else str(cfg.subtitle)
-    from emotion_llama.datasets.common import read_subtitles
-
     return read_subtitles(cfg.subtitles)
-
-
-def emit(result, as_json: bool, save_card: Callable, show: bool = True) -> bool:
-    """Print one result (when ``show``) and stage its card; False for an input that could not be processed
-    (its one-line reason goes to stderr either way)."""
-    from emotion_llama.inference.video import Failure, format_prediction
-
-    if isinstance(result, Failure):
-        print(f"error: {str(result).replace(chr(10), ' ')}", file=sys.stderr, flush=True)
-        return False
-    if show:
-        print(json.dumps(result.to_dict()) if as_json else format_prediction(result) + "\n", flush=True)
-    save_card(result)
-    return True
 
 
 def infer(cfg: DictConfig, inputs: Sequence[str], paths: Mapping[str, object] | None = None,
           show: bool = True) -> list:
     """What ``emotion-llama-infer`` does with the settings ``cfg`` on ``inputs`` (videos, images, frame folders
     or folders of these): answers each with the checkpoint (``paths``: the weight paths the user named, which
-    replace its saved ones), prints each answer when ``show``, and writes the cards of ``cfg.card`` together
-    once every input is answered. Returns the results in input order (a Failure for an input that failed)."""
-    from emotion_llama.inference.video import Predictor, card_paths, card_set, expand_inputs
+    replace its saved ones), prints each answer when ``show`` (a failed input's one-line reason goes to stderr
+    either way), and writes the cards of ``cfg.card`` together once every input is answered. Returns the results
+    in input order (a ``Failure`` for an input that failed)."""
+    # The model stack loads here, once the settings are checked: --help and usage errors answer without torch.
+    from emotion_llama.inference import video
 
     labels = resolve_labels(cfg.labels)  # None: the checkpoint's own
     checkpoint = find_checkpoint(cfg)
-    videos = expand_inputs(inputs, cfg.image_folder)
+    videos = video.expand_inputs(inputs, cfg.image_folder)
     subtitles = load_subtitles(cfg)
-    predictor = Predictor(checkpoint, paths=paths, device=cfg.device, batch_size=cfg.batch_size,
-                          max_new_tokens=cfg.max_new_tokens, num_workers=cfg.num_workers, asr_model=cfg.asr_model,
-                          face_detector=cfg.face_detector, labels=list(labels) if labels is not None else None)
-    cards = card_paths(cfg.card, [str(v) for v in videos]) if cfg.card else {}
+    predictor = video.Predictor(
+        checkpoint, paths=paths, device=cfg.device, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+        num_workers=cfg.num_workers, asr_model=cfg.asr_model, face_detector=cfg.face_detector,
+        labels=list(labels) if labels is not None else None)
+    cards = video.card_paths(cfg.card, [str(v) for v in videos]) if cfg.card else {}
     results = []
-    with card_set(cards) as save_card:  # the cards land together when every input has been answered
+    with video.card_set(cards) as save_card:  # the cards land together when every input has been answered
         for result in predictor.predict_iter(videos, subtitles, cfg.task, keep_image=bool(cards)):
-            emit(result, cfg.json, save_card, show)
             results.append(result)
+            if not result.ok:
+                print(f"error: {str(result).replace(chr(10), ' ')}", file=sys.stderr, flush=True)
+                continue
+            if show:
+                shown = json.dumps(result.to_dict()) if cfg.json else video.format_prediction(result) + "\n"
+                print(shown, flush=True)
+            save_card(result)
     return results
 
 
 def _main(cfg: DictConfig, call: Call) -> int:
     check_args(cfg, call)
-    from emotion_llama.inference.video import Failure
-
     # The paths.* named on the command line replace the checkpoint's saved weight paths; the others stay.
     results = infer(cfg, call.positional, paths=call.named_paths(cfg))
-    return 1 if any(isinstance(r, Failure) for r in results) else 0
+    return 0 if all(r.ok for r in results) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,11 +9,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from emotion_llama.cli import Call, run
+from emotion_llama.datasets.emoset import read_emoset
 from emotion_llama.errors import UserError
+from emotion_llama.instructions.captions import Captioner
+from emotion_llama.instructions.generators import (
+    GENERATORS,
+    LocalGenerator,
+    OpenAICompatibleGenerator,
+    TemplateGenerator,
+)
+from emotion_llama.instructions.pipeline import Options, make_instructions
+from emotion_llama.instructions.prompts import GENERATED_KINDS
 from emotion_llama.labels import resolve_labels
 
 LITERAL = ("data_root", "out_dir", "captioner", "local.model", "openai.base_url", "openai.model", "openai.api_key")
@@ -34,13 +45,6 @@ def select(images: list, limit: int | None, per_label: int | None) -> list:
 
 def build_generator(cfg: DictConfig):
     """The generator named by ``generator=``, built from its section of the config."""
-    from emotion_llama.instructions.generators import (
-        GENERATORS,
-        LocalGenerator,
-        OpenAICompatibleGenerator,
-        TemplateGenerator,
-    )
-
     name = cfg.generator
     if name == "template":
         return TemplateGenerator()
@@ -58,17 +62,10 @@ def build_generator(cfg: DictConfig):
 
 
 def read_images(cfg: DictConfig, labels: tuple[str, ...]) -> list:
-    from emotion_llama.datasets.emoset import read_emoset
-
     return select(read_emoset(cfg.data_root, split=cfg.split, labels=labels), cfg.limit, cfg.per_label)
 
 
 def _main(cfg: DictConfig, call: Call) -> int:
-    from pathlib import Path
-
-    from emotion_llama.instructions.pipeline import Options, make_instructions
-    from emotion_llama.instructions.prompts import GENERATED_KINDS
-
     kinds = list(OmegaConf.to_container(cfg.kinds)) if isinstance(cfg.kinds, ListConfig) else [str(cfg.kinds)]
     labels = resolve_labels(cfg.labels)
     generated = any(k in GENERATED_KINDS for k in kinds)
@@ -78,8 +75,6 @@ def _main(cfg: DictConfig, call: Call) -> int:
         raise UserError(f"no images in split {cfg.split} of data_root={cfg.data_root}: check the split and limit=")
     captioner = None
     if generated and cfg.captioner:
-        from emotion_llama.instructions.captions import Captioner
-
         captioner = Captioner(cfg.captioner, device=cfg.device, max_new_tokens=cfg.caption.max_new_tokens,
                               batch_size=cfg.caption.batch_size)
     options = Options(labels=labels, image_root=Path(cfg.data_root).absolute(), image_field=cfg.image_field,

@@ -12,6 +12,7 @@ from emotion_llama.cli import Call, run
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
+    # The model stack loads here, once the settings are checked: --help and usage errors answer without torch.
     from emotion_llama.datasets.synthetic.images import timed_generate_images
 
     print(timed_generate_images(cfg.out_dir, cfg.images_per_label, cfg.seed, size=cfg.size,

@@ -12,6 +12,7 @@ from emotion_llama.cli import Call, run
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
+    # The model stack loads here, once the settings are checked: --help and usage errors answer without torch.
     from emotion_llama.evaluation.reasoning import evaluate_reasoning
 
     # The paths.* named on the command line replace the checkpoint's saved weight paths; the others stay.

@@ -11,6 +11,7 @@ from emotion_llama.cli import Call, run
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
+    # The model stack loads here, once the settings are checked: --help and usage errors answer without torch.
     from emotion_llama.training.train import train
 
     metrics, objects = train(cfg)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_path
-from emotion_llama.runtime import LOCAL_PLAIN, resolve_device
+from emotion_llama.runtime import LOCAL_PLAIN, helper_dtype, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ def resolve_dtype(dtype: str, device) -> object:
 
     if dtype not in DTYPES:
         raise UserError(f"dtype={dtype} is not supported: use one of {', '.join(DTYPES)}")
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype == "auto":  # diffusion pipelines run in float16 on a GPU (their VAEs are trained for it)
+        return helper_dtype(device, half="float16") or torch.float32
     return getattr(torch, dtype)
 
 

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -64,6 +65,7 @@ class Prediction:
     face_box: list[int]  # x0, y0, x1, y1 in the peak frame; a centred square when no face was found
     media: str = "video"  # video | image
     image: np.ndarray | None = field(default=None, repr=False)  # the peak frame, kept only for cards
+    ok: ClassVar[bool] = True  # an answer (a Failure's is False)
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in vars(self).items() if k != "image"}
@@ -75,6 +77,7 @@ class Prediction:
 class Failure:
     video: str
     reason: str
+    ok: ClassVar[bool] = False
 
     def __str__(self) -> str:
         return f"{self.video}: {self.reason}"

@@ -36,6 +36,7 @@ def build_model(
     tokenizer: PreTrainedTokenizerBase | None,
     shapes: EncoderShapes | None = None,
     device: str | torch.device | None = None,
+    vocab_size: int | None = None,
 ) -> PlaceholderFusion:
     """The model ``cfg.backbone`` names: the fusion model with LoRA applied (``emotion_llama``), or InstructBLIP
     (``instructblip``, see :func:`build_instructblip_model`), built on ``device`` (default: the current default
@@ -48,7 +49,8 @@ def build_model(
 
     Under ``torch.device('meta')`` (or ``device='meta'``) nothing is allocated and, for shape-only
     inspection, ``tokenizer`` may be None (the placeholders then take the ids right after the LLM's
-    vocabulary, as they do with the real LLaMA tokenizer).
+    vocabulary, as they do with the real LLaMA tokenizer). ``vocab_size`` gives the LLM another vocabulary than
+    the tokenizer's (a real-size model with random weights prompted through a small tokenizer, for benchmarks).
     """
     if cfg.is_instructblip:
         return build_instructblip_model(cfg, tokenizer, device)
@@ -61,7 +63,7 @@ def build_model(
         vocab = cfg.llm_arch.get("vocab_size", LLAMA2_7B["vocab_size"])
         video_id, feature_id = vocab, vocab + 1
     else:
-        vocab = base_vocab_size(tokenizer)
+        vocab = vocab_size or base_vocab_size(tokenizer)
         video_id, feature_id = (tokenizer.convert_tokens_to_ids(t) for t in (VIDEO_TOKEN, FEATURE_TOKEN))
     llm = load_llm(None if on_meta else cfg.llm_path, cfg.llm_arch, vocab, cfg.torch_dtype, device=device)
     llm = apply_lora(llm, cfg.lora, trainable_dtype=TRAINABLE_DTYPE)

@@ -22,8 +22,7 @@ project)::
 :func:`load_checkpoint` gets the same weights another way: a random-LLM preset is rebuilt from its
 ``llm_arch`` (drawing the same random numbers as at training time, so that a run loading a checkpoint, e.g.
 stage 2, continues with the RNG state it always had), ``base_llm/`` is copied in, then the adapter is loaded;
-a real preset's LLM is read from its folder by ``from_pretrained``. Checkpoints written before ``base_llm/``
-existed hold a single ``base_llm.safetensors`` (the peft-wrapped state dict) and still load.
+a real preset's LLM is read from its folder by ``from_pretrained``.
 
 A checkpoint of the InstructBLIP backbone (``model.backbone: instructblip``, EmoVIT's model) holds, beside
 ``config.yaml``, ``tokenizer/`` and ``meta.json``::
@@ -80,7 +79,6 @@ from emotion_llama.model.tokenizer import add_placeholders
 log = logging.getLogger(__name__)
 
 BASE_LLM_DIR = "base_llm"
-LEGACY_BASE_LLM = "base_llm.safetensors"  # the peft-wrapped state dict older checkpoints hold
 BASE_INSTRUCTBLIP_DIR = "base_instructblip"
 TRAINABLE_FILE = "trainable.safetensors"  # InstructBLIP's trained weights
 _BLIP_PREFIX = "blip."  # InstructBlipEmotion.state_dict() name = this + transformers' InstructBLIP name
@@ -246,9 +244,8 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
     """Refuse, naming the first missing or unreadable file, a checkpoint folder that lacks a part ``cfg``
     needs: the model would otherwise be built with a random LLM or a rebuilt tokenizer and load "fine".
 
-    Every checkpoint needs ``projectors.safetensors`` and (unless it is a legacy tiny one) the adapter; a
-    random-LLM config (the tiny preset) needs its saved base LLM (``base_llm/`` or the legacy
-    ``base_llm.safetensors``) and its ``tokenizer/`` (a new one would number the tokens differently); with
+    Every checkpoint needs ``projectors.safetensors`` and the adapter; a random-LLM config (the tiny preset)
+    needs its saved base LLM (``base_llm/``) and its ``tokenizer/`` (a new one would number the tokens differently); with
     an LLM folder the tokenizer may come from that folder. Safetensors headers are read (cheap) so that a
     truncated file is named here rather than failing deep inside a loader.
     """
@@ -258,14 +255,13 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
         return
     incomplete = "the checkpoint folder is incomplete: copy the whole folder again or re-export it"
     random_llm = cfg.llm_path is None
-    base_dir, legacy = ckpt_dir / BASE_LLM_DIR, ckpt_dir / LEGACY_BASE_LLM
+    base_dir = ckpt_dir / BASE_LLM_DIR
     needed = [ckpt_dir / "projectors.safetensors"]
-    if random_llm and not base_dir.is_dir() and not legacy.is_file():
+    if random_llm and not base_dir.is_dir():
         if cfg.weights_required:
             cfg.check_llm_weights()  # a real preset without its LLM folder: name paths.llm
-        raise CheckpointError(f"{base_dir} not found (nor the older {LEGACY_BASE_LLM}): the model's base LLM is "
-                              f"saved there; {incomplete}")
-    if random_llm and base_dir.is_dir():
+        raise CheckpointError(f"{base_dir} not found: the model's base LLM is saved there; {incomplete}")
+    if random_llm:
         config = base_dir / "config.json"
         if not config.is_file():
             raise CheckpointError(f"{config} not found: {incomplete}")
@@ -274,14 +270,11 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
         if not weights:
             raise CheckpointError(f"{base_dir} holds no *.safetensors weights: {incomplete}")
         needed += weights
-    if random_llm and not base_dir.is_dir():
-        needed.append(legacy)
-    else:
-        adapter_config = ckpt_dir / "adapter" / "adapter_config.json"
-        if not adapter_config.is_file():
-            raise CheckpointError(f"{adapter_config} not found: {incomplete}")
-        _check_json(adapter_config, incomplete)
-        needed.append(ckpt_dir / "adapter" / "adapter_model.safetensors")
+    adapter_config = ckpt_dir / "adapter" / "adapter_config.json"
+    if not adapter_config.is_file():
+        raise CheckpointError(f"{adapter_config} not found: {incomplete}")
+    _check_json(adapter_config, incomplete)
+    needed.append(ckpt_dir / "adapter" / "adapter_model.safetensors")
     tok_dir = ckpt_dir / "tokenizer"
     if random_llm and not tok_dir.is_dir():
         raise CheckpointError(f"{tok_dir} not found: the model's token ids are defined there and a new tokenizer "
@@ -407,15 +400,10 @@ def load_weights(model: PlaceholderFusion, ckpt_dir: str | Path) -> None:
     if isinstance(model, InstructBlipEmotion):
         load_instructblip_weights(model, ckpt_dir)
         return
-    base_dir, legacy = ckpt_dir / BASE_LLM_DIR, ckpt_dir / LEGACY_BASE_LLM
+    base_dir = ckpt_dir / BASE_LLM_DIR
     if base_dir.is_dir():
         load_base_llm(model, base_dir)
-        load_adapter(model, ckpt_dir / "adapter" / "adapter_model.safetensors")
-    elif legacy.is_file():
-        result = model.llm.load_state_dict(read_safetensors(legacy), strict=False)
-        LoadReport(list(result.missing_keys), list(result.unexpected_keys)).raise_if_missing(legacy)
-    else:
-        load_adapter(model, ckpt_dir / "adapter" / "adapter_model.safetensors")
+    load_adapter(model, ckpt_dir / "adapter" / "adapter_model.safetensors")
     proj = ckpt_dir / "projectors.safetensors"
     if not proj.is_file():
         raise CheckpointError(f"{proj} not found: the checkpoint folder is incomplete")

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from emotion_llama.choices import BACKBONES
 from emotion_llama.errors import UserError, WeightsNotFoundError
-from emotion_llama.model.llm import LoraSpec
 
 ENCODER_NAMES = ("eva", "mae", "videomae", "hubert")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The dtype names the frozen base may be held in (torch.<name>); the module stays importable without torch, so that
+# a command validates its model settings before the model stack loads.
+DTYPES = ("float32", "bfloat16", "float16")
 # Which frame of a video EVA sees: the expression's apex ("peak", as the paper describes) or the video's
 # first decoded frame, whole ("first", what the release trains and evaluates on).
 EVA_FRAMES = ("peak", "first")
 # The model between the prompt and the LLM: Emotion-LLaMA's projectors over cached encoder features, or EmoVIT's
 # InstructBLIP (a ViT and an instruction-aware Q-Former reading the image's pixels; no feature cache).
+
+
+@dataclass
+class LoraSpec:
+    """The LoRA adapters put on the LLM (peft's LoraConfig fields)."""
+
+    r: int = 64
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: Sequence[str] = ("q_proj", "v_proj")
+    # Also fully trained and saved with the adapter (the tiny preset's LLM is random, so LoRA alone is too weak).
+    modules_to_save: Sequence[str] = field(default_factory=tuple)
 
 
 class ModelConfigError(UserError, ValueError):
@@ -107,8 +119,11 @@ class ModelConfig:
         return self.is_instructblip
 
     @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+    def torch_dtype(self):
+        """The ``torch.dtype`` named by ``dtype``."""
+        import torch
+
+        return getattr(torch, self.dtype)
 
     @classmethod
     def from_cfg(cls, cfg) -> ModelConfig:

@@ -22,7 +22,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from peft import PeftModel
 from torch import Tensor, nn
+
+from emotion_llama.model.llm import enable_checkpointing
 
 # Utterance-level modalities, in their order inside <FeatureHere>; the EVA CLS token comes last.
 FEATURE_MODALITIES: tuple[str, ...] = ("mae", "videomae", "hubert")
@@ -80,6 +83,10 @@ class PlaceholderFusion(nn.Module):
     @property
     def num_multimodal_tokens(self) -> int:
         return self.num_video_tokens + self.num_feature_tokens
+
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute the LLM's decoder layers in the backward pass (the base model under LoRA's wrapper)."""
+        enable_checkpointing(self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm)
 
     @property
     def token_modalities(self) -> list[int]:

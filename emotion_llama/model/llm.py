@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
 
 from emotion_llama.errors import WeightsNotFoundError
+from emotion_llama.model.config import LoraSpec
 from emotion_llama.runtime import LOCAL_PLAIN
 
 # LLaMA-2-7B's architecture, for building it on the meta device without a weights folder.
@@ -22,16 +21,6 @@ LLAMA2_7B = dict(
     num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
     bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
 )
-
-
-@dataclass
-class LoraSpec:
-    r: int = 64
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: Sequence[str] = ("q_proj", "v_proj")
-    # Also fully trained and saved with the adapter (the tiny preset's LLM is random, so LoRA alone is too weak).
-    modules_to_save: Sequence[str] = field(default_factory=tuple)
 
 
 def llama_config(vocab_size: int, **arch) -> LlamaConfig:

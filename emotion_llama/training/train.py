@@ -38,7 +38,6 @@ from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.checkpoint import load_checkpoint, read_config, save_checkpoint
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.instructblip import ImageTransform
-from emotion_llama.model.llm import enable_checkpointing
 from emotion_llama.model.prompts import MEDIA, answer_text
 from emotion_llama.model.sequences import encode_answer
 from emotion_llama.training.lightning import EmotionDataModule, EmotionLLaMAModule
@@ -192,7 +191,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         hydra.utils.instantiate(cfg.data.generate)(cfg.data.root if _media(cfg) == "text" else cfg)
     model, model_cfg, tokenizer = _model_and_tokenizer(cfg)
     if cfg.get("activation_checkpointing"):
-        enable_checkpointing(model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm)
+        model.enable_activation_checkpointing()
     store = None if _media(cfg) == "text" else FeatureStore(cfg.data.features_dir, cfg.data.feature_dirs)
     train_set = _dataset(cfg, "train", store, tokenizer, model, train=True)
     val_set = _dataset(cfg, "val", store, tokenizer, model, train=False)
