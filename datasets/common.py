@@ -21,7 +21,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +96,7 @@ def _csv_rows(path: PathLike, what: str, required: Sequence[str],
         missing = [c for c in required if c not in header]
         if missing:
             raise UserError(
-                f"{path}: missing column(s) {', '.join(missing)} (found {', '.join(header) or 'no header'}); "
+                f"{path}: missing column(s) {', '.join(missing)} (found {_shown(', '.join(header)) or 'no header'}); "
                 f"a {what} file needs the columns {', '.join(required)}"
             )
         for fields in reader:
@@ -104,12 +104,18 @@ def _csv_rows(path: PathLike, what: str, required: Sequence[str],
                 continue
             if len(fields) != len(header):
                 raise UserError(
-                    f"{path}:{reader.line_num}: expected {len(header)} fields ({','.join(header)}), "
+                    f"{path}:{reader.line_num}: expected {len(header)} fields ({_shown(','.join(header))}), "
                     f"got {len(fields)}; fix that line (quote fields that contain commas)"
                 )
             yield reader.line_num, {k: v.strip() for k, v in zip(header, fields, strict=True)}
     except csv.Error as err:
         raise UserError(f"{path}:{reader.line_num}: not a valid CSV line ({err}); fix that line") from None
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` for a one-line message: its line breaks as ``\\n``, cut to ``limit`` characters."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _label(raw: str, labels: Sequence[str], where: str) -> str:
@@ -146,6 +152,38 @@ def _fmt(value: float | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- subtitles
+
+
+def check_samples(samples: list[Sample], where: object) -> list[Sample]:
+    """``samples`` as read from ``where``, refused in one line when empty or when a clip is listed twice (with
+    two labels it would be counted as both; with one, twice)."""
+    if not samples:
+        raise UserError(f"{where} lists no clips: restore the file (an empty split or fold would silently leave "
+                        "the average without it)")
+    seen: dict[str, str] = {}
+    for sample in samples:
+        if sample.name in seen:
+            labels = "the same label" if seen[sample.name] == sample.label else \
+                f"labels {seen[sample.name]} and {sample.label}"
+            raise UserError(f"{where} lists clip {sample.name} twice (with {labels}): keep one line per clip")
+        seen[sample.name] = sample.label
+    return samples
+
+
+def check_subtitles(subtitles: Mapping[str, str], names: Iterable[str], where: object) -> float:
+    """The fraction of the clips ``names`` that the subtitles file ``where`` has a line for. None of them is
+    refused in one line (the clips' names and the file's do not match: everything would be judged without
+    text); fewer than half is warned about."""
+    names = list(names)
+    matched = sum(name in subtitles for name in names)
+    if names and subtitles and not matched:
+        raise UserError(f"{where} has subtitles for none of the {len(names)} clips (e.g. {names[0]!r} is not in "
+                        f"it; it names e.g. {next(iter(subtitles))!r}): give the subtitles file of this set")
+    fraction = matched / len(names) if names else 1.0
+    if fraction < 0.5:
+        log.warning("%s has subtitles for only %d of %d clips; the others are judged without text",
+                    where, matched, len(names))
+    return fraction
 
 
 def read_subtitles(path: PathLike, column: str | None = None) -> dict[str, str]:

@@ -59,11 +59,15 @@ class FeatureStore:
     encoders and corruption) the features must have been made with, checked against ``manifest.jsonl`` on
     every read; a clip made with another one is *stale* and counts as missing. Files the manifest does not
     list (features made elsewhere, e.g. the official release's) are taken as they are, unless
-    ``verified_only`` (a corrupted study's cache must come from its own extraction). None: no check."""
+    ``verified_only`` (a corrupted study's cache must come from its own extraction). None: no check.
+
+    Every file read must hold finite numbers and, when ``shapes`` (modality -> array shape, the model's
+    ``feature_shapes``) is given, have that shape: a bad file is refused naming it, never fed to the model."""
 
     def __init__(self, root: str | Path, dirs: Mapping[str, str] | None = None, fingerprint: str | None = None,
-                 verified_only: bool = False):
+                 verified_only: bool = False, shapes: Mapping[str, tuple[int, ...]] | None = None):
         self.root = Path(root)
+        self.shapes = dict(shapes or {})
         self.dirs = dict(dirs or FEATURE_DIRS)
         self.fingerprint, self.verified_only = fingerprint, verified_only
         self._made_by: dict[str, str | None] | None = None
@@ -124,7 +128,7 @@ class FeatureStore:
                 f"input_dir=<videos> output_dir={self.root}"
             )
         present = self.present(name)
-        out = {m: torch.from_numpy(_read_npy(self.path(m, name), self.root).astype(np.float32)) for m in present}
+        out = {m: torch.from_numpy(_read_npy(self.path(m, name), self.root, self.shapes.get(m))) for m in present}
         if len(present) < len(MODALITIES):
             out[PRESENT] = torch.tensor([m in present for m in MODALITIES])
         return out
@@ -137,15 +141,25 @@ class FeatureStore:
         return have, lack
 
 
-def _read_npy(path: Path, root: Path) -> np.ndarray:
+def _read_npy(path: Path, root: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A feature file as float32: numbers only (no pickles), finite, of ``shape`` when given."""
+    redo = (f"delete it and rerun tools/extract_features.py input_dir=<videos> output_dir={root} (clips with a "
+            "missing file are redone)")
     try:
-        return np.load(path)
+        array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise FeatureFileError(
-            f"{path} is corrupt or truncated ({detail}): delete it and rerun tools/extract_features.py "
-            f"input_dir=<videos> output_dir={root} (clips with a missing file are redone)"
-        ) from None
+        raise FeatureFileError(f"{path} is corrupt or truncated ({detail}): {redo}") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise FeatureFileError(f"{path} holds {getattr(array, 'dtype', type(array).__name__)} values, not numbers: "
+                               f"{redo}")
+    if shape is not None and array.shape != tuple(shape):
+        raise FeatureFileError(f"{path} has shape {tuple(array.shape)} where this model reads {tuple(shape)} (made "
+                               f"by other encoders?): {redo}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise FeatureFileError(f"{path} holds NaN or infinite values: {redo}")
+    return array
 
 
 def _manifest_fingerprints(path: Path) -> dict[str, str | None]:

@@ -145,7 +145,7 @@ class ImageInstructionDataset(Dataset):
         turn = self.turns[index]
         task, example = self._example(index)
         parts = PromptParts(self.subtitles.get(turn.name, ""), "emotion", self.question, self.media)
-        prompt = encode_prompt(self.tokenizer, parts, *self.tokens)
+        prompt = encode_prompt(self.tokenizer, parts, *self.tokens, max_length=self.max_length)
         return {
             "name": turn.name,
             "task": task,

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from emotion_llama.datasets.common import read_subtitles
+from emotion_llama.datasets.common import check_samples, check_subtitles, read_subtitles
 from emotion_llama.datasets.features import (
     FeatureStore,
     MissingFeaturesError,
@@ -45,6 +45,9 @@ def load_records(
     subs = read_subtitles(subtitles) if subtitles else {}
     coarse = read_merr_json(coarse_json) if coarse_json else {}
     fine = read_merr_json(fine_json) if fine_json else {}
+    samples = check_samples(read_merr_txt(annotation, labels=tuple(labels)), annotation)
+    if subs:
+        check_subtitles(subs, [s.name for s in samples], subtitles)
     return [
         ClipRecord(
             name=s.name,
@@ -53,7 +56,7 @@ def load_records(
             caption=coarse.get(s.name, {}).get("caption", ""),
             reason=fine.get(s.name, {}).get("smp_reason_caption", ""),
         )
-        for s in read_merr_txt(annotation, labels=tuple(labels))
+        for s in samples
     ]
 
 
@@ -147,7 +150,8 @@ class MERRDataset(Dataset):
         task, example = self._example(epoch, index)
         subtitle = "" if "text" in self.drop else rec.subtitle
         prompt = encode_prompt(
-            self.tokenizer, PromptParts(subtitle, "emotion", emotion_instruction(self.labels)), *self.tokens
+            self.tokenizer, PromptParts(subtitle, "emotion", emotion_instruction(self.labels)), *self.tokens,
+            max_length=self.max_length,
         )
         return {
             "name": rec.name,

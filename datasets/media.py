@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,10 @@ import numpy as np
 import torch
 import torchaudio
 from decord import AudioReader, DECORDError, VideoReader, cpu
+from PIL import Image
 
 from emotion_llama.errors import MediaError
+from emotion_llama.runtime import MAX_IMAGE_PIXELS_ENV, max_image_pixels
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3")
@@ -93,6 +96,13 @@ def open_video(path: str | os.PathLike, num_threads: int = 1) -> VideoReader:
     loaders parallelise across clips, and decord's automatic count oversubscribes shared machines.
     """
     path = _check_file(path, VIDEO_EXTENSIONS)
+    try:
+        with av.open(str(path)) as container:  # the header's frame size, before anything is decoded
+            streams = container.streams.video
+            if streams:
+                check_pixels(path, streams[0].width, streams[0].height)
+    except av.FFmpegError:
+        pass  # decord names what is wrong with the file below
     try:
         reader = VideoReader(str(path), ctx=cpu(0), num_threads=num_threads)
     except _DECORD_ERRORS as exc:
@@ -246,9 +256,28 @@ def load_clip(path: str | os.PathLike, num_frames: int = 16, sample_rate: int = 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
+def check_pixels(path: str | os.PathLike, width: int, height: int) -> None:
+    """Refuse an image or video whose frames hold more than :func:`~emotion_llama.runtime.max_image_pixels`."""
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise MediaError(path, f"{width}x{height} pixels is more than the {limit:,} this tool decodes: scale it down "
+                               f"(e.g. ffmpeg -i IN -vf scale=1920:-2 OUT) or raise {MAX_IMAGE_PIXELS_ENV}")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """One still image as (H, W, 3) uint8 RGB (the first frame of an animated file)."""
+    """One still image as (H, W, 3) uint8 RGB (the first frame of an animated file); its size is checked from
+    its header first (:func:`check_pixels`)."""
     path = _check_file(path, IMAGE_EXTENSIONS)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is ours, checked below
+            with Image.open(path) as header:  # reads the header only
+                width, height = header.size
+    except Image.DecompressionBombError:
+        width = height = max_image_pixels() + 1  # over PIL's own (larger) limit, so over ours
+    except (OSError, ValueError):
+        width = height = 0  # not for PIL to judge: OpenCV reads it, or names it unreadable
+    check_pixels(path, width, height)
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # 8-bit BGR; grey and alpha images are converted
     if image is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -93,6 +94,11 @@ def run(config_name: str, main_fn: MainFn, argv: Sequence[str] | None = None, po
                 return int(main_fn(cfg, call) or 0)
     except UserError as err:
         _fail(err)
+    except OSError as err:
+        if err.filename is None:  # not about a file the user can fix: a bug, shown with its traceback
+            raise
+        _fail(f"{err.filename}: {err.strerror or type(err).__name__}: check that it exists and that this user may "
+              "read it (and write its folder, for outputs), or choose another path")
     except _config_errors() as err:
         _fail(_config_message(err, prog))
     except KeyboardInterrupt:
@@ -209,8 +215,8 @@ def compose(config_name: str, overrides: Sequence[str], literal: Sequence[str] =
             prog: str = "this command") -> DictConfig:
     """``conf/<config_name>.yaml`` with ``overrides``; Hydra must be initialised (see :func:`run`).
 
-    Overrides of ``literal`` keys are set after composing, their value as typed (``null`` stays null); the
-    others go through Hydra's grammar. A bad override is a :class:`UsageError` naming the key.
+    Overrides of ``literal`` keys are set after composing, their value exactly as typed (``null`` stays null;
+    a ``${...}`` in it is text, never resolved); the others go through Hydra's grammar. A bad override is a :class:`UsageError` naming the key.
     """
     from hydra import compose as hydra_compose
     from hydra.errors import HydraException, MissingConfigException
@@ -228,11 +234,17 @@ def compose(config_name: str, overrides: Sequence[str], literal: Sequence[str] =
         key, value = override.split("=", 1)
         if not _has_key(cfg, key):
             raise UsageError(f"unknown key {key} in {override!r}: {prog} --help lists the keys")
-        OmegaConf.update(cfg, key, None if value == "null" else value, merge=False)
+        OmegaConf.update(cfg, key, None if value == "null" else _as_text(value), merge=False)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise UsageError(f"missing {' '.join(f'{k}=...' for k in missing)}: {prog} --help says what they are")
     return cfg
+
+
+def _as_text(value: str) -> str:
+    """``value`` escaped for OmegaConf so that it reads back as typed: each ``${`` (and the backslashes
+    right before it) would otherwise be an interpolation."""
+    return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
 
 
 def _has_key(cfg: DictConfig, key: str) -> bool:

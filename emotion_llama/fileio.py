@@ -12,6 +12,8 @@ new ones, never a mix.
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import shutil
 import signal
@@ -145,3 +147,21 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     np.save(buf, array)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
+
+
+def json_text(value: object, **kwargs) -> str:
+    """``value`` as JSON that every reader accepts: a NaN or infinite number (a metric of an empty class, say)
+    becomes null, never the bare ``NaN`` that ``json.dumps`` would write."""
+    return json.dumps(_finite(value), allow_nan=False, **kwargs)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value

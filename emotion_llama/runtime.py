@@ -5,6 +5,9 @@
   the helper models (captioner, local language models, text-to-image) load in a half dtype;
 - **weights a user names**: the ``paths.*`` given on the command line replace a checkpoint's saved weight paths,
   the others are kept (``paths.tiny_encoders`` moves the whole folder of the tiny preset's encoders);
+- **media size**: an image or video frame may hold at most :func:`max_image_pixels` pixels (50 million unless
+  the environment variable ``EMOTION_LLAMA_MAX_IMAGE_PIXELS`` says otherwise), checked from the file's header
+  before anything is decoded;
 - **Hugging Face folders**: read locally, with the library's plain torch layers (:data:`LOCAL_PLAIN`), and a
   folder without ``config.json`` is refused in one line naming the key.
 
@@ -15,6 +18,7 @@ checks and the command launcher use it without pulling in the model stack.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +41,25 @@ INSTRUCTBLIP_PATH_KEY = "instructblip"
 TINY_ENCODERS_KEY = "tiny_encoders"
 # The files of the tiny preset's pre-trained encoders inside ``paths.tiny_encoders``.
 TINY_ENCODER_FILES = {"eva": "eva.pth", "mae": "mae", "videomae": "videomae", "hubert": "hubert"}
+
+
+MAX_IMAGE_PIXELS_ENV = "EMOTION_LLAMA_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # 8K video frames are 33 million
+
+
+def max_image_pixels() -> int:
+    """The most pixels an image or a video frame may hold (width x height); a larger one is refused before it
+    is decoded (a small file of a huge image would otherwise take tens of GB of memory)."""
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENV)
+    if raw is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"{MAX_IMAGE_PIXELS_ENV}={raw}: give a whole number of pixels, e.g. 50000000")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------- device

@@ -91,6 +91,9 @@ class EvaEncoder(Encoder):
         """Load LAVIS ``eva_vit_g.pth`` or a MiniGPT-style checkpoint (``visual_encoder.*`` and ``ln_vision.*``)
         into the ``config`` architecture (EVA-g at 448 by default), in float32."""
         path = cls._check_path(path)
+        if path.is_dir():
+            raise UserError(f"{cls.config_key}={path} is a folder: EVA's weights are one file (LAVIS eva_vit_g.pth, "
+                            "a MiniGPT-style .pth or a .safetensors); name that file")
         visual, ln_vision = split_eva_state_dict(read_state_dict(path))
         with torch.device("meta"):
             encoder = cls.from_config(config or cls.real_config(), frozen=frozen)

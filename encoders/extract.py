@@ -84,6 +84,8 @@ class ManifestEntry:
     present: list[str] | None = None
     face_detector: str | None = None  # the detector behind the face crops (also part of the fingerprint)
     source: str | None = None  # "video" | "frames" (a frame folder) | "image"; None in manifests made before
+    # The input's content stamp when it was extracted (see input_stamp): a replaced input is redone.
+    stamp: str | None = None
 
 
 @dataclass
@@ -152,6 +154,20 @@ class Manifest:
             os.write(fd, line.encode())
         finally:
             os.close(fd)
+
+
+def input_stamp(path: str | Path) -> str:
+    """A stamp of a clip's content as the file system sees it: the size and modification time (ns) of the file,
+    or of every file of a frame folder, and of its sidecar audio. Any replaced, edited or added file changes it."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    audio = sidecar_audio(path)
+    files += [audio] if audio.is_file() else []
+    digest = hashlib.sha1()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def input_kind(path: str | Path) -> str:
@@ -347,11 +363,12 @@ class ExtractionModule(L.LightningModule):
     """Lightning's predict loop gives batching, bf16 autocast and one shard of clips per GPU rank."""
 
     def __init__(self, encoders: FeatureEncoders, output_dir: Path, dirs: Mapping[str, str], fp: str,
-                 face_detector: str | None = None):
+                 face_detector: str | None = None, stamps: Mapping[str, str] | None = None):
         super().__init__()
         self.encoders = encoders
         self.output_dir, self.dirs, self.fp = output_dir, dict(dirs), fp
         self.face_detector = face_detector
+        self.stamps = dict(stamps or {})  # clip name -> input_stamp, recorded in the manifest
         self.manifest = Manifest(output_dir / "manifest.jsonl")
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[ManifestEntry]:
@@ -360,6 +377,11 @@ class ExtractionModule(L.LightningModule):
                    for c in batch if "error" in c]
         features = self.encoders(good) if good else []
         for clip, feats in zip(good, features, strict=True):
+            bad = [m for m, array in feats.items() if not np.isfinite(array).all()]
+            if bad:  # never cached: every later reader would refuse the file
+                entries.append(ManifestEntry(clip["name"], "failed", fingerprint=self.fp, reason=(
+                    f"the {', '.join(bad)} encoder gave NaN or infinite values (a corrupt or blank input?)")))
+                continue
             for modality, array in feats.items():
                 atomic_save_npy(self.output_dir / self.dirs[modality] / f"{clip['name']}.npy", array)
             present = clip_modalities(clip)
@@ -367,7 +389,7 @@ class ExtractionModule(L.LightningModule):
                 clip["name"], "ok", face_found=bool(clip["face_found"]), audio_found=bool(clip["audio_found"]),
                 peak_frame=clip["peak_frame"], n_frames=clip["n_frames"], fingerprint=self.fp,
                 present=None if present == MODALITIES else list(present), face_detector=self.face_detector,
-                source=clip.get("source"),
+                source=clip.get("source"), stamp=self.stamps.get(clip["name"]),
             ))
         for entry in entries:
             self.manifest.append(entry)
@@ -434,9 +456,11 @@ def end_with_parent(worker_id: int = 0) -> None:
 
 
 def _is_done(entry: ManifestEntry | None, fp: str, output_dir: Path, dirs: Mapping[str, str],
-             kind: str | None = None) -> bool:
+             kind: str | None = None, stamp: str | None = None) -> bool:
     if entry is None or entry.status != "ok" or entry.fingerprint != fp:
         return False
+    if stamp is not None and entry.stamp != stamp:
+        return False  # the input was replaced or edited since (or extracted before stamps were kept)
     if kind is not None and entry.source is not None and entry.source != kind:
         return False  # e.g. made from a video, now the clip is a frame folder
     present = MODALITIES if entry.present is None else entry.present
@@ -461,7 +485,9 @@ def extract_folder(
     face_detector: str | None = None,
 ) -> ExtractCounts:
     """Extract features for every clip in ``input_dir`` (videos, images, frame folders; or only those named
-    ``names``) not done yet; faces are found by ``face_detector`` (None: the default, mtcnn)."""
+    ``names``) not done yet, or whose input changed since (see :func:`input_stamp`); faces are found by
+    ``face_detector`` (None: the default, mtcnn). Inputs that share a clip name (``a.mp4`` and ``a.mov``) would
+    share one set of feature files: both fail, naming each other."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     dirs = {**FEATURE_DIRS, **(feature_dirs or {})}
 
@@ -475,9 +501,21 @@ def extract_folder(
     if names is not None:
         wanted = set(names)
         inputs = [p for p in inputs if clip_name(p) in wanted]
-    for path in inputs[:limit]:
+    inputs = inputs[:limit]
+    by_name: dict[str, list[Path]] = {}
+    for path in inputs:
+        by_name.setdefault(clip_name(path), []).append(path)
+    stamps = {}
+    for path in inputs:
         name = clip_name(path)
-        if _is_done(done.get(name), fp, output_dir, dirs, input_kind(path)):
+        if len(by_name[name]) > 1:
+            shared = " and ".join(p.name for p in by_name[name])
+            reason = f"{shared} share the clip name {name} (one set of feature files): rename all but one"
+            manifest.append(ManifestEntry(name, "failed", reason=reason, fingerprint=fp))
+            counts.failed += 1
+            continue
+        stamps[name] = input_stamp(path)
+        if _is_done(done.get(name), fp, output_dir, dirs, input_kind(path), stamps[name]):
             counts.skipped += 1
         elif not path.is_dir() and path.suffix.lower() not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
             known = ", ".join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
@@ -488,7 +526,7 @@ def extract_folder(
             todo.append(path)
     if todo:
         encoders = encoders or build_encoders(cfg, random_tiny_ok=True)
-        module = ExtractionModule(FeatureEncoders(encoders), output_dir, dirs, fp, face_detector)
+        module = ExtractionModule(FeatureEncoders(encoders), output_dir, dirs, fp, face_detector, stamps)
         folder = VideoFolder(todo, corruption=corruption, eva_frame=cfg.eva_frame, face_detector=face_detector)
         loader = DataLoader(folder, batch_size=batch_size, num_workers=num_workers, collate_fn=list,
                             worker_init_fn=end_with_parent if num_workers else None)

@@ -736,3 +736,345 @@ def test_decoding_workers_end_with_a_killed_extraction():
     finally:
         if _alive(lingering):
             os.kill(lingering, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "shape", "text"])
+def test_bad_numbers_in_a_feature_file_are_refused_naming_it(bad, case, tmp_path, capsys, tiny_shapes):
+    feats = write_features(tmp_path / "features", [s.name for s in CLIPS], tiny_shapes)
+    path = feats / FEATURE_DIRS["mae"] / "clip_002.npy"
+    value = np.load(path)
+    if bad in ("nan", "inf"):
+        value[3] = np.nan if bad == "nan" else np.inf
+    elif bad == "shape":
+        value = np.concatenate([value, value])
+    else:
+        value = np.array(["a"] * len(value))
+    np.save(path, value)
+    expected = {"nan": "NaN or infinite", "inf": "NaN or infinite", "shape": "shape", "text": "not numbers"}[bad]
+    refused(capsys, eval_cmd.main, eval_argv(case, tmp_path / "run", f"data.features_dir={feats}"), str(path),
+            expected)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_non_finite_loss_stops_training_and_nothing_is_exported():
+    from emotion_llama.training.lightning import EmotionLLaMAModule, NonFiniteLossError
+
+    class NanModel(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            return type("Out", (), {"loss": torch.tensor(float("nan"))})()
+
+    module = EmotionLLaMAModule(NanModel(), optimizer=torch.optim.AdamW, scheduler=None, label_candidates=[[1], [2]])
+    batch = {"input_ids": None, "attention_mask": None, "features": {}, "labels": None, "names": ["clip_007"]}
+    with pytest.raises(NonFiniteLossError, match="clip_007"):
+        module.training_step(batch, 0)
+
+
+def test_a_model_with_non_finite_weights_is_never_saved(case, tmp_path):
+    from emotion_llama.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    model, cfg, tokenizer = load_checkpoint(case / "ckpt")
+    trainable = next(p for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():
+        trainable.view(-1)[0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        save_checkpoint(model, cfg, tokenizer, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_json_outputs_stay_valid_json():
+    from emotion_llama.fileio import json_text
+
+    text = json_text({"uar": float("nan"), "per_class": [1.0, float("inf")], "n": np.int64(3), "w": np.float32(0.5)})
+    assert json.loads(text) == {"uar": None, "per_class": [1.0, None], "n": 3, "w": 0.5}
+
+
+def test_extraction_never_caches_non_finite_features(tmp_path):
+    from emotion_llama.encoders.extract import ExtractionModule, Manifest
+
+    class NanEncoders:
+        def __call__(self, clips):
+            return [{"mae": np.full(4, np.nan, np.float32), "hubert": np.ones(4, np.float32)} for _ in clips]
+
+    module = ExtractionModule(NanEncoders(), tmp_path, FEATURE_DIRS, "fp")
+    clip = {"name": "c1", "face_found": True, "audio_found": True, "peak_frame": 0, "n_frames": 4}
+    (entry,) = module.predict_step([clip], 0)
+    assert entry.status == "failed" and "NaN" in entry.reason
+    assert not any(tmp_path.rglob("*.npy"))
+    assert Manifest(tmp_path / "manifest.jsonl").load()["c1"].status == "failed"
+
+
+# ---------------------------------------------------------------------------------------------- data files as a whole
+
+
+def test_a_clip_listed_twice_is_refused(case, tmp_path, capsys, no_model):
+    write_merr_txt(tmp_path / "twice.txt", [*CLIPS, Sample(CLIPS[1].name, "sad" if CLIPS[1].label != "sad" else "happy")])
+    refused(capsys, eval_cmd.main, eval_argv(case, tmp_path / "run", f"data.test={tmp_path}/twice.txt"),
+            "twice.txt", CLIPS[1].name, "twice", "labels")
+
+
+def write_dfew_root(root: Path, empty_fold: int | None = None) -> Path:
+    from emotion_llama.datasets.dfew import write_dfew_split
+
+    folder = root / "EmoLabel_DataSplit" / "test(single-labeled)"
+    folder.mkdir(parents=True)
+    for fold in range(1, 6):
+        samples = [] if fold == empty_fold else [Sample(f"{fold}{i:04d}", DFEW_LABELS[i % 7]) for i in range(3)]
+        write_dfew_split(folder / f"set_{fold}.csv", samples)
+    return root
+
+
+def dfew_argv(case: Path, root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["data=dfew", f"data.root={root}", f"data.features_dir={case}/features", "data.videos_dir=null",
+            f"checkpoint={case / 'ckpt'}", f"run_dir={run_dir}", "device=cpu", "eval.num_workers=0", *extra]
+
+
+def test_an_empty_fold_is_refused_not_averaged_away(case, tmp_path, capsys, no_model):
+    root = write_dfew_root(tmp_path / "DFEW", empty_fold=3)
+    refused(capsys, eval_cmd.main, dfew_argv(case, root, tmp_path / "run"), "set_3.csv", "lists no clips")
+
+
+def test_a_fold_pattern_without_its_fold_is_refused(case, tmp_path, capsys, no_model):
+    root = write_dfew_root(tmp_path / "DFEW")
+    one_file = root / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv"
+    refused(capsys, eval_cmd.main, dfew_argv(case, root, tmp_path / "run", f"data.split_csv='{one_file}'"),
+            "data.split_csv", "{fold}")
+
+
+def test_braces_in_a_data_root_are_part_of_its_name(case, tmp_path):
+    from emotion_llama.evaluation.evaluate import load_subsets
+
+    root = write_dfew_root(tmp_path / "DFEW {x}")
+    with cli._hydra():
+        cfg = cli.compose("eval", dfew_argv(case, root, tmp_path / "run"), literal=("paths.", "data.root"))
+    subsets = load_subsets(cfg.data)
+    assert sorted(subsets) == [f"fold{k}" for k in range(1, 6)] and all(len(v) == 3 for v in subsets.values())
+
+
+def test_subtitles_that_match_no_clip_are_refused(case, tmp_path, capsys, no_model):
+    write_subtitles(tmp_path / "other.csv", {"someone_else": "hello"})
+    refused(capsys, eval_cmd.main, eval_argv(case, tmp_path / "run", f"data.subtitles={tmp_path}/other.csv"),
+            "other.csv", "none of the 6 clips")
+
+
+def test_subtitles_that_match_few_clips_are_said_and_reported(caplog):
+    from emotion_llama.datasets.common import check_subtitles
+
+    with caplog.at_level("WARNING"):
+        assert check_subtitles({"a": "hi"}, ["a", "b", "c", "d"], "subs.csv") == 0.25
+    assert "only 1 of 4" in caplog.text
+
+
+@pytest.mark.parametrize("labels", [["happy"], ["happy", "sad", "happy"]])
+def test_a_checkpoint_with_one_or_repeated_labels_is_refused(labels, case, tmp_path, capsys):
+    ckpt = copy_checkpoint(case / "ckpt", tmp_path / "ckpt")
+    meta = json.loads((ckpt / "meta.json").read_text())
+    (ckpt / "meta.json").write_text(json.dumps({**meta, "labels": labels}))
+    refused(capsys, eval_cmd.main, eval_argv(case, tmp_path / "run", ckpt=ckpt), "meta.json", "two different")
+
+
+# ---------------------------------------------------------------------------------------------- user text
+
+
+def test_placeholders_and_chat_markers_in_user_text_never_change_the_prompt(case):
+    from emotion_llama.model.checkpoint import load_checkpoint
+    from emotion_llama.model.prompts import PromptParts
+    from emotion_llama.model.sequences import encode_answer, encode_prompt
+
+    model, _, tokenizer = load_checkpoint(case / "ckpt")
+    n_video, n_feature = model.num_video_tokens, model.num_feature_tokens
+    video_id, feature_id = tokenizer.convert_tokens_to_ids(["<VideoHere>", "<FeatureHere>"])
+    text = "I said <VideoHere> and <FeatureHere> [/INST] </s> <|im_end|> <<SYS>> to you"
+    ids = encode_prompt(tokenizer, PromptParts(text, "emotion", "What is it?"), n_video, n_feature)
+    assert ids.count(video_id) == n_video and ids.count(feature_id) == n_feature
+    assert ids.count(tokenizer.eos_token_id) == 0
+    answer = encode_answer(tokenizer, "happy </s> really")
+    assert answer.count(tokenizer.eos_token_id) == 1 and answer[-1] == tokenizer.eos_token_id
+
+
+def test_a_subtitle_longer_than_the_model_is_cut_to_fit(case, caplog):
+    from emotion_llama.model.checkpoint import load_checkpoint
+    from emotion_llama.model.prompts import PromptParts
+    from emotion_llama.model.sequences import PromptTooLongError, encode_example, encode_prompt
+
+    model, _, tokenizer = load_checkpoint(case / "ckpt")
+    tokens = (model.num_video_tokens, model.num_feature_tokens)
+    long = " ".join(f"word{i}" for i in range(20000))
+    with caplog.at_level("WARNING"):
+        ids = encode_prompt(tokenizer, PromptParts(long, "emotion", "What?"), *tokens, max_length=400)
+    assert 350 < len(ids) <= 400 and "was cut to its first" in caplog.text
+    short = encode_prompt(tokenizer, PromptParts("", "emotion", "What?"), *tokens)
+    with pytest.raises(PromptTooLongError, match="without its subtitle"):
+        encode_prompt(tokenizer, PromptParts(long, "emotion", "What?"), *tokens, max_length=len(short) - 1)
+    example = encode_example(tokenizer, PromptParts(long, "emotion", "What?"), "happy", *tokens, max_length=300)
+    assert len(example["input_ids"]) <= 300 and example["labels"][-1] == tokenizer.eos_token_id
+    assert model.max_positions == 1024  # inference keeps prompts (and answers) within these
+
+
+def test_literal_settings_are_never_interpolated(case, tmp_path):
+    with cli._hydra():
+        cfg = cli.compose("infer", ["subtitle=${oc.env:HOME} and ${checkpoint} \\${x}",
+                                    f"checkpoint={case / 'ckpt'}"], literal=("subtitle", "checkpoint"))
+    assert cfg.subtitle == "${oc.env:HOME} and ${checkpoint} \\${x}"
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def test_inputs_sharing_a_name_get_a_card_each_and_no_card_replaces_another_file(tmp_path):
+    from emotion_llama.errors import UserError
+    from emotion_llama.inference.video import card_paths
+
+    cards = card_paths(tmp_path, ["a/x.mp4", "b/x.mp4", "x.mov", "y.mp4"])
+    assert len(set(cards.values())) == 4 and cards["a/x.mp4"].name == "x.png"
+    with pytest.raises(UserError, match="PNG"):
+        card_paths(tmp_path / "table.csv", ["x.mp4"])
+    (tmp_path / "notes.png").write_text("not a picture")
+    with pytest.raises(UserError, match="not replaced"):
+        card_paths(tmp_path / "notes.png", ["x.mp4"])
+    assert (tmp_path / "notes.png").read_text() == "not a picture"
+
+
+def test_a_replaced_input_is_extracted_again_and_shared_names_fail_both(videos, tmp_path, capsys):
+    import shutil
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    shutil.copy(videos / "good.mp4", src / "clip.mp4")
+    out = tmp_path / "features"
+    argv = [f"input_dir={src}", f"output_dir={out}", "num_workers=0", "progress=false", "device=cpu",
+            *RANDOM_ENCODERS]
+    assert extract_cmd.main(argv) == 0 and "ok 1 / failed 0 / skipped 0" in capsys.readouterr().out
+    assert extract_cmd.main(argv) == 0 and "ok 0 / failed 0 / skipped 1" in capsys.readouterr().out
+    before = np.load(out / FEATURE_DIRS["hubert"] / "clip.npy")
+    shutil.copy(videos / "noface.mp4", src / "clip.mp4")  # replaced: other content
+    assert extract_cmd.main(argv) == 0 and "ok 1 / failed 0 / skipped 0" in capsys.readouterr().out
+    assert not np.array_equal(before, np.load(out / FEATURE_DIRS["hubert"] / "clip.npy"))
+    shutil.copy(videos / "silent.mp4", src / "clip.mov")
+    assert extract_cmd.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "ok 0 / failed 2" in captured.out and "share the clip name clip" in captured.err
+    assert "clip.mp4" in captured.err and "clip.mov" in captured.err
+
+
+def test_resuming_a_run_of_another_experiment_is_refused(merr_folder, tmp_path, capsys, no_model):
+    argv = train_overrides(merr_folder, tmp_path, "experiment=tiny_coarse")
+    with cli._hydra():
+        earlier = cli.compose("train", [*argv, "stage=fine"])
+    run_dir = tmp_path / "runs" / "tiny_coarse"
+    run_dir.mkdir(parents=True)
+    OmegaConf.save(earlier, run_dir / "config.yaml")
+    refused(capsys, train_cmd.main, argv, str(run_dir), "stage.name", "resume=false")
+
+
+def test_stage_two_with_another_lora_rank_is_refused(case, merr_folder, tmp_path, capsys):
+    argv = train_overrides(merr_folder, tmp_path, "experiment=tiny_coarse")
+    refused(capsys, train_cmd.main, [*argv, f"stage.init_from={case / 'ckpt'}", "model.lora.r=4", "resume=false"],
+            "rank", "model.lora")
+
+
+# ---------------------------------------------------------------------------------------------- files and tracebacks
+
+
+def test_adapters_of_another_rank_are_refused_naming_them(case, tmp_path, capsys):
+    ckpt = copy_checkpoint(case / "ckpt", tmp_path / "ckpt")
+    data = OmegaConf.load(ckpt / "config.yaml")
+    data.lora.r = data.lora.r // 2
+    OmegaConf.save(data, ckpt / "config.yaml")
+    refused(capsys, eval_cmd.main, eval_argv(case, tmp_path / "run", ckpt=ckpt), "adapter_model.safetensors",
+            "LoRA rank")
+
+
+def test_a_non_number_in_a_checkpoint_config_is_refused(case, tmp_path, capsys, no_model):
+    ckpt = copy_checkpoint(case / "ckpt", tmp_path / "ckpt")
+    data = OmegaConf.load(ckpt / "config.yaml")
+    data.lora.alpha = "sixteen"
+    OmegaConf.save(data, ckpt / "config.yaml")
+    refused(capsys, eval_cmd.main, eval_argv(case, tmp_path / "run", ckpt=ckpt), "config.yaml", "model.lora.alpha")
+
+
+def test_eva_weights_named_by_a_folder_are_refused(tmp_path):
+    from emotion_llama.encoders.eva import EvaEncoder
+    from emotion_llama.errors import UserError
+
+    with pytest.raises(UserError, match="paths.eva=.* is a folder"):
+        EvaEncoder.from_pretrained(tmp_path)
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(case, tmp_path, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    refused(capsys, eval_cmd.main, eval_argv(case, blocker / "sub" / "run"), str(blocker))
+
+
+def test_images_and_videos_beyond_the_pixel_limit_are_refused_before_decoding(videos, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from emotion_llama.datasets.media import open_video, read_image
+    from emotion_llama.errors import MediaError, UserError
+
+    Image.new("RGB", (400, 300), "white").save(tmp_path / "big.png")
+    assert read_image(tmp_path / "big.png").shape == (300, 400, 3)
+    monkeypatch.setenv("EMOTION_LLAMA_MAX_IMAGE_PIXELS", "100000")
+    with pytest.raises(MediaError, match="400x300 pixels is more than the 100,000"):
+        read_image(tmp_path / "big.png")
+    monkeypatch.setenv("EMOTION_LLAMA_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(MediaError, match="96x96 pixels"):
+        open_video(videos / "noface.mp4")
+    monkeypatch.setenv("EMOTION_LLAMA_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(UserError, match="EMOTION_LLAMA_MAX_IMAGE_PIXELS=lots"):
+        read_image(tmp_path / "big.png")
+
+
+# ---------------------------------------------------------------------------------------------- fuzz
+
+
+def _bad_text(rng: np.random.Generator) -> str:
+    """A short file of the kinds users hand over by mistake: mixed separators, quotes, binary, huge numbers."""
+    pieces = ["name,label\n", "clip_1 happy\n", '"unterminated,', "\x00\xff", "1e309", "-1", "nan", ",,,,\n",
+              "\ufeff", "{}", "[1,2]", "\t\t\n", "clip 99999999999999999999\n", "é☃\n", "label\n", "7\n"]
+    return "".join(rng.choice(pieces) for _ in range(int(rng.integers(0, 12))))
+
+
+def test_fuzzed_data_files_give_one_line_or_a_result(tmp_path):
+    """Generated bad files through every text reader: each either reads or raises a one-line UserError."""
+    from emotion_llama.datasets.common import read_subtitles
+    from emotion_llama.datasets.dfew import read_dfew_split, read_dfew_txt
+    from emotion_llama.datasets.emer import read_emer_csv
+    from emotion_llama.datasets.mer import read_mer2023_csv, read_mer2024_csv
+    from emotion_llama.datasets.merr import read_merr_txt
+    from emotion_llama.errors import UserError
+
+    readers = [read_subtitles, read_dfew_split, read_dfew_txt, read_emer_csv, read_merr_txt, read_mer2023_csv,
+               read_mer2024_csv]
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        path = tmp_path / f"bad_{i}.csv"
+        if i % 5 == 4:
+            path.write_bytes(rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes())
+        else:
+            path.write_text(_bad_text(rng), encoding="utf-8")
+        for reader in readers:
+            try:
+                reader(path)
+            except UserError as err:
+                assert "\n" not in str(err).strip() and str(path) in str(err), (reader.__name__, str(err))
+
+
+def test_fuzzed_label_npz_files_give_one_line_and_run_nothing(tmp_path):
+    from emotion_llama.datasets.mer import read_mer2023_npz
+    from emotion_llama.errors import UserError
+
+    rng = np.random.default_rng(1)
+    values = [{"emo": "happy", "val": 1.0}, {"emo": 5}, [1, 2], "text", None, {"emo": "happy", "val": "x"},
+              {"emo": "nope"}, 1e309, {"val": float("nan"), "emo": "sad"}]
+    for i in range(30):
+        entries = {f"s{k}": values[int(rng.integers(len(values)))] for k in range(int(rng.integers(0, 4)))}
+        path = tmp_path / f"label_{i}.npz"
+        np.savez(path, **{"train_corpus": np.array(entries, dtype=object)} if i % 3 else {"other": np.arange(3)})
+        try:
+            read_mer2023_npz(path, "train")
+        except UserError as err:
+            assert "\n" not in str(err).strip() and str(path) in str(err), str(err)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -18,7 +17,7 @@ from emotion_llama.commands.infer import infer
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import evaluate
 from emotion_llama.evaluation.reasoning import evaluate_reasoning
-from emotion_llama.fileio import atomic_write_text
+from emotion_llama.fileio import atomic_write_text, json_text
 from emotion_llama.inference.video import Failure
 from emotion_llama.training.train import train
 
@@ -97,7 +96,7 @@ def run_demo(cfg: DictConfig) -> dict:
         "checkpoint": ckpt, "metrics": test["metrics"], "card": inference["card"],
         "minutes": (time.perf_counter() - start) / 60,
     }
-    atomic_write_text(Path(cfg.demo_dir) / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(Path(cfg.demo_dir) / "summary.json", json_text(summary, indent=2))
     return summary
 
 
@@ -129,7 +128,7 @@ def main(cfg: DictConfig, call: Call) -> None:
     summary = run_demo(cfg)
     print(format_summary(summary))
     print(f"summary: {cfg.demo_dir}/summary.json")
-    print(json.dumps({k: summary[k] for k in ("test_war", "test_uar", "ablation_war", "minutes")}))
+    print(json_text({k: summary[k] for k in ("test_war", "test_uar", "ablation_war", "minutes")}))
 
 
 if __name__ == "__main__":

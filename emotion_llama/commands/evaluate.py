@@ -4,13 +4,13 @@ iemocap, synthetic_meld) go through :mod:`emotion_llama.evaluation.imagined`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, run
 from emotion_llama.datasets.dialogue import is_dialogue
+from emotion_llama.fileio import json_text
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
@@ -27,7 +27,7 @@ def _main(cfg: DictConfig, call: Call) -> None:
         table, details = evaluate.format_table(report), ("subsets",)
     print(table)
     print(f"outputs in {cfg.run_dir}")
-    print(json.dumps({k: v for k, v in report.items() if k not in details}))
+    print(json_text({k: v for k, v in report.items() if k not in details}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

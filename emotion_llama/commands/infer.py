@@ -9,7 +9,6 @@ usage or setup error.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from omegaconf import DictConfig
 from emotion_llama.cli import Call, UsageError, run
 from emotion_llama.datasets.common import read_subtitles
 from emotion_llama.errors import UserError
+from emotion_llama.fileio import json_text
 from emotion_llama.labels import resolve_labels
 
 
@@ -74,7 +74,7 @@ def infer(cfg: DictConfig, inputs: Sequence[str], paths: Mapping[str, object] | 
                 print(f"error: {str(result).replace(chr(10), ' ')}", file=sys.stderr, flush=True)
                 continue
             if show:
-                shown = json.dumps(result.to_dict()) if cfg.json else video.format_prediction(result) + "\n"
+                shown = json_text(result.to_dict()) if cfg.json else video.format_prediction(result) + "\n"
                 print(shown, flush=True)
             save_card(result)
     return results

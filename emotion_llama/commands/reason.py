@@ -3,12 +3,12 @@ reasoning.json in run_dir); the last line printed is the report JSON."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, run
+from emotion_llama.fileio import json_text
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
@@ -25,7 +25,7 @@ def _main(cfg: DictConfig, call: Call) -> None:
         print(f"judge: clue {judged['clue_overlap']}, label {judged['label_overlap']} "
               f"({judged['n_judged']}/{judged['n']} judged, {judged['n_unparseable']} unparseable)")
     judge = {k: v for k, v in judged.items() if k != "prompt"}
-    print(json.dumps({k: v for k, v in report.items() if k != "judge"} | {"judge": judge}))
+    print(json_text({k: v for k, v in report.items() if k != "judge"} | {"judge": judge}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from omegaconf import DictConfig
 
 from emotion_llama.cli import Call, run
+from emotion_llama.fileio import json_text
 
 
 def _main(cfg: DictConfig, call: Call) -> None:
@@ -15,7 +15,7 @@ def _main(cfg: DictConfig, call: Call) -> None:
     from emotion_llama.training.train import train
 
     metrics, objects = train(cfg)
-    print(json.dumps({"model": str(objects["export"]), **metrics}))
+    print(json_text({"model": str(objects["export"]), **metrics}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,6 @@ config) maps those to the target set for the generate protocol.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from emotion_llama.answers import ORIGINAL_FALLBACK, parse_emotion, parse_like_original
-from emotion_llama.datasets.common import Sample, read_subtitles
+from emotion_llama.datasets.common import Sample, check_samples, check_subtitles, read_subtitles
 from emotion_llama.datasets.dfew import check_clip_folder, match_padding, read_dfew_split, read_dfew_txt
 from emotion_llama.datasets.emoset import read_emoset, read_image_folders
 from emotion_llama.datasets.features import FeatureStore, LazyFeatures, StaleFeaturesError, stack_features
@@ -42,7 +41,7 @@ from emotion_llama.evaluation.metrics import (
     mean_over_folds,
     plot_confusion,
 )
-from emotion_llama.fileio import atomic_files
+from emotion_llama.fileio import atomic_files, json_text
 from emotion_llama.inference.core import InferenceCore
 from emotion_llama.labels import MERR_LABELS
 from emotion_llama.model.checkpoint import read_config
@@ -51,27 +50,40 @@ log = logging.getLogger(__name__)
 
 
 def load_subsets(data: DictConfig) -> dict[str, list[Sample]]:
-    """The test subsets of a dataset in its native format: DFEW folds, MER2023 test1-3, ..."""
-    labels = tuple(data.labels)
+    """The test subsets of a dataset in its native format: DFEW folds, MER2023 test1-3, ..., each checked as a
+    whole (:func:`check_samples`: no empty subset, no clip listed twice)."""
     kind = data.kind
     if kind == "dfew":
-        if data.get("split_txt"):
-            return {f"fold{k}": read_dfew_txt(str(data.split_txt).format(fold=k)) for k in data.folds}
-        return {f"fold{k}": read_dfew_split(str(data.split_csv).format(fold=k)) for k in data.folds}
+        pattern = str(data.split_txt if data.get("split_txt") else data.split_csv)
+        read = read_dfew_txt if data.get("split_txt") else read_dfew_split
+        if len(data.folds) > 1 and "{fold}" not in pattern:
+            key = "data.split_txt" if data.get("split_txt") else "data.split_csv"
+            raise UserError(f"{key}={pattern} has no {{fold}}: every fold would read this one file; write the "
+                            "fold number's place as {fold}, or give data.folds=[N] for one fold")
+        # Only {fold} is filled in: any other brace in the path (data.root) is part of the name.
+        paths = {k: pattern.replace("{fold}", str(k)) for k in data.folds}
+        return {f"fold{k}": check_samples(read(path), path) for k, path in paths.items()}
+    if kind == "mer2023" and not str(data.label_file).endswith(".csv"):
+        return {c: check_samples(read_mer2023_npz(data.label_file, c), f"{data.label_file} ({c})")
+                for c in data.corpora}
+    return {name: check_samples(samples, where) for name, (samples, where) in _one_subset(data).items()}
+
+
+def _one_subset(data: DictConfig) -> dict[str, tuple[list[Sample], str]]:
+    labels = tuple(data.labels)
+    kind = data.kind
     if kind == "mer2023":
-        if str(data.label_file).endswith(".csv"):
-            return {"test": read_mer2023_csv(data.label_file)}
-        return {c: read_mer2023_npz(data.label_file, c) for c in data.corpora}
+        return {"test": (read_mer2023_csv(data.label_file), data.label_file)}
     if kind == "mer2024":
-        return {"test": read_mer2024_csv(data.label_file)}
+        return {"test": (read_mer2024_csv(data.label_file), data.label_file)}
     if kind == "merr":
-        return {"test": read_merr_txt(data.test, labels=labels)}
+        return {"test": (read_merr_txt(data.test, labels=labels), data.test)}
     if kind == "emoset":  # images are named by their file stem, as feature extraction names them
         records = read_emoset(data.root, data.splits.test, labels=labels, load_annotations=False)
-        return {"test": [Sample(Path(r.image).stem, r.label) for r in records]}
+        return {"test": ([Sample(Path(r.image).stem, r.label) for r in records], f"{data.root} ({data.splits.test})")}
     if kind == "image_folders":  # FI, Emotion6, WEBEmo: root[/split]/<class>/*.jpg
         records = read_image_folders(data.root, labels=labels, split=data.get("split"))
-        return {"test": [Sample(Path(r.image).stem, r.label) for r in records]}
+        return {"test": ([Sample(Path(r.image).stem, r.label) for r in records], data.root)}
     raise UserError(f"unknown data.kind {kind!r}: expected dfew, mer2023, mer2024, merr, emoset or image_folders")
 
 
@@ -254,10 +266,13 @@ def evaluate(cfg: DictConfig, paths: Mapping[str, object] | None = None) -> dict
     labels = list(cfg.data.labels)
     names = sorted({s.name for samples in subsets.values() for s in samples})
     subtitles = read_subtitles(cfg.data.subtitles) if cfg.data.get("subtitles") and "text" not in _drop(cfg) else {}
+    # Refused when none of the clips has a line: the whole set would be judged without text.
+    with_text = check_subtitles(subtitles, names, cfg.data.subtitles) if subtitles else None
     core = InferenceCore.load(cfg.checkpoint, paths, cfg.device, layout=cfg.prompt_layout)
     corruption = _corruption(cfg)
     fp = fingerprint(core.config, corruption=corruption, face_detector=cfg.get("face_detector"))
-    store = FeatureStore(cache, cfg.data.feature_dirs, fingerprint=fp, verified_only=corruption is not None)
+    store = FeatureStore(cache, cfg.data.feature_dirs, fingerprint=fp, verified_only=corruption is not None,
+                         shapes=core.model.feature_shapes)
     features, missing = (_image_inputs(cfg, names, core) if core.reads_pixels  # no feature cache: the pixels
                          else _features(cfg, store, names, core.config))
     if not features:
@@ -272,6 +287,7 @@ def evaluate(cfg: DictConfig, paths: Mapping[str, object] | None = None) -> dict
     preds = {p.name: p for p in evaluator.run([n for n in names if n in features], subtitles, features, cfg.protocol)}
     report = _report(subsets, preds, labels, cfg)
     report["missing"] = {"count": len(missing), "names": missing}
+    report["subtitled_fraction"] = with_text  # of the test clips; None: evaluated without subtitles
     _write_outputs(Path(cfg.run_dir), subsets, preds, labels, report)
     return report
 
@@ -308,7 +324,7 @@ def _write_outputs(run_dir: Path, subsets, preds, labels, report) -> None:
 
 
 def _write_into(run_dir: Path, subsets, preds, labels, report) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (run_dir / "metrics.json").write_text(json_text(report, indent=2), encoding="utf-8")
     with open(run_dir / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["subset", "name", "truth", "prediction", *[f"score_{label}" for label in labels], "answer"])

@@ -35,7 +35,6 @@ answer; only when pictures were drawn).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import textwrap
 import time
@@ -50,7 +49,7 @@ from emotion_llama.datasets.iemocap import read_iemocap
 from emotion_llama.datasets.meld import SPLIT_FILES, read_meld_split
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.metrics import classification_report, plot_confusion
-from emotion_llama.fileio import atomic_files, atomic_path
+from emotion_llama.fileio import atomic_files, atomic_path, json_text
 from emotion_llama.imagination.mapper import build_mapper, default_embedding_model
 from emotion_llama.imagination.pictures import ImageInputs, build_imaginer, check_imagine, text_inputs
 from emotion_llama.inference.core import InferenceCore
@@ -257,7 +256,7 @@ def write_outputs(run_dir: Path, utterances: Sequence, labels: Sequence[str], an
     prompts = prompts or {}
     by_id = {u.id: u for u in utterances}
     with atomic_files(run_dir) as out:
-        (out / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        (out / "metrics.json").write_text(json_text(report, indent=2), encoding="utf-8")
         with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(PREDICTION_COLUMNS)

@@ -36,7 +36,6 @@ the clip lacks is confabulating, however fluent.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -53,7 +52,7 @@ from emotion_llama.datasets.features import FeatureStore, LazyFeatures
 from emotion_llama.datasets.merr import read_merr_json, read_merr_txt
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import ClipPrediction, Evaluator
-from emotion_llama.fileio import atomic_files, atomic_path
+from emotion_llama.fileio import atomic_files, atomic_path, json_text
 from emotion_llama.inference.core import InferenceCore
 from emotion_llama.runtime import LOCAL_PLAIN, model_folder, resolve_device
 
@@ -286,7 +285,8 @@ def evaluate_reasoning(cfg: DictConfig, judge_fn: JudgeFn | None = None,
         raise UserError(f"{cfg.checkpoint} holds a model of still images (model.backbone={core.config.backbone}); "
                         "EMER reasoning is judged on videos: use a checkpoint of the emotion_llama backbone")
     names = sorted(truth)
-    store = FeatureStore(cfg.reasoning.get("features_dir") or cfg.data.features_dir, cfg.data.feature_dirs)
+    store = FeatureStore(cfg.reasoning.get("features_dir") or cfg.data.features_dir, cfg.data.feature_dirs,
+                         shapes=core.model.feature_shapes)
     have, missing = store.split_available(names)
     if missing:
         log.warning("%d of %d clips have no features and get no explanation (e.g. %s)", len(missing), len(names), missing[0])
@@ -307,7 +307,7 @@ def evaluate_reasoning(cfg: DictConfig, judge_fn: JudgeFn | None = None,
         write_emer_predictions(out / "reasons.csv", reasons)
         if judgements is not None:
             _write_judgements(out / JUDGEMENTS, judgements)
-        (out / "reasoning.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        (out / "reasoning.json").write_text(json_text(report, indent=2), encoding="utf-8")
     return report
 
 

@@ -120,12 +120,15 @@ class InferenceCore:
 
     # ------------------------------------------------------------------------------------------ prompts
 
-    def prompts(self, subtitles: Sequence[str], task: str, instruction: str,
-                media: str = "video") -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded prompt ids and attention mask, (B, L) each, on the core's device, in the core's layout."""
+    def prompts(self, subtitles: Sequence[str], task: str, instruction: str, media: str = "video",
+                answer_room: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and attention mask, (B, L) each, on the core's device, in the core's layout.
+        Each prompt leaves ``answer_room`` of the model's positions free (a longer subtitle is cut: see
+        :func:`~emotion_llama.model.sequences.encode_prompt`)."""
         n_video, n_feature = self.model.num_video_tokens, self.model.num_feature_tokens
+        budget = self.model.max_positions - answer_room
         seqs = [encode_prompt(self.tokenizer, PromptParts(s, task, instruction, media), n_video, n_feature,
-                              self.layout) for s in subtitles]
+                              self.layout, max_length=budget) for s in subtitles]
         ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id, "left")
         return ids.to(self.device), mask.to(self.device)
 
@@ -146,16 +149,19 @@ class InferenceCore:
               labels: Sequence[str] = MERR_LABELS, media: str = "video") -> torch.Tensor:
         """Log-likelihood of each label as the answer to the emotion prompt listing ``labels``: (B, K), fp32, CPU.
         ``media``: ``video`` (the release's prompt), ``image`` or ``text`` (EmoVIT's instruction and answer)."""
-        ids, mask = self.prompts(subtitles, "emotion", canonical_instruction("emotion", labels, media), media)
+        candidates = self.candidates(labels, media)
+        ids, mask = self.prompts(subtitles, "emotion", canonical_instruction("emotion", labels, media), media,
+                                 answer_room=max(map(len, candidates)))
         with self.autocast():
-            logp = self.model.score_labels(ids, mask, self._features(features), self.candidates(labels, media))
+            logp = self.model.score_labels(ids, mask, self._features(features), candidates)
         return logp.float().cpu()
 
     @torch.no_grad()
     def generate(self, subtitles: Sequence[str], features: Mapping[str, torch.Tensor], task: str = "emotion",
                  labels: Sequence[str] = MERR_LABELS, max_new_tokens: int = 64, media: str = "video") -> list[str]:
         """Greedy answers to the task's canonical instruction (the emotion one lists ``labels``)."""
-        ids, mask = self.prompts(subtitles, task, canonical_instruction(task, labels, media), media)
+        ids, mask = self.prompts(subtitles, task, canonical_instruction(task, labels, media), media,
+                                 answer_room=max_new_tokens)
         with self.autocast():
             new = self.model.generate(ids, mask, self._features(features), max_new_tokens=max_new_tokens,
                                       pad_token_id=self.tokenizer.pad_token_id,

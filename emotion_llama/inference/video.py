@@ -290,13 +290,45 @@ def format_prediction(pred: Prediction) -> str:
 def card_paths(out: str | Path, videos: Sequence[str]) -> dict[str, Path]:
     """Where each video's card goes: ``out`` itself for one video and a ``.png`` name; otherwise
     ``OUT_<stem>.png`` beside it, or ``<stem>.png`` inside ``out`` when it is a folder (or has no suffix); a frame
-    folder's name stands for the stem. Every card lands in the same folder."""
+    folder's name stands for the stem. Every card lands in the same folder. Inputs that share a stem
+    (``a/x.mp4``, ``b/x.mp4``, ``x.mov``) get one card each: ``x.png``, then ``x_2.png``, ... in input order.
+
+    A name with another suffix than ``.png``, or an existing file that is not a PNG image, is refused: a card
+    never replaces a file of another kind."""
     out = Path(out)
+    if out.suffix and not out.is_dir() and out.suffix.lower() != ".png":
+        raise UserError(f"card={out}: cards are PNG images; name a .png file or a folder")
     if out.is_dir() or not out.suffix:
-        return {v: out / f"{clip_name(v)}.png" for v in videos}
-    if len(videos) == 1:
-        return {videos[0]: out}
-    return {v: out.with_name(f"{out.stem}_{clip_name(v)}{out.suffix}") for v in videos}
+        paths = _unique([f"{clip_name(v)}.png" for v in videos], out)
+    elif len(videos) == 1:
+        paths = [out]
+    else:
+        paths = _unique([f"{out.stem}_{clip_name(v)}{out.suffix}" for v in videos], out.parent)
+    for path in paths:
+        if path.exists() and not (path.is_file() and path.read_bytes()[:8] == PNG_MAGIC):
+            raise UserError(f"card={out}: {path} exists and is not a card (a PNG image); it is not replaced: "
+                            "choose another card= path")
+    return dict(zip(videos, paths, strict=True))
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _unique(names: Sequence[str], folder: Path) -> list[Path]:
+    """``names`` in ``folder``, a repeated one numbered from its second use (``x.png``, ``x_2.png``, ...)."""
+    seen: dict[str, int] = {}
+    taken = {n.lower() for n in names}
+    out = []
+    for name in names:
+        stem, suffix = Path(name).stem, Path(name).suffix
+        seen[name] = seen.get(name, 0) + 1
+        candidate, k = name, seen[name]
+        while k > 1 and (candidate := f"{stem}_{k}{suffix}").lower() in taken:
+            k += 1
+        if k > 1:
+            taken.add(candidate.lower())
+        out.append(folder / candidate)
+    return out
 
 
 @contextlib.contextmanager

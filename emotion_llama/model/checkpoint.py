@@ -122,8 +122,10 @@ def save_checkpoint(
     tensors (``model`` then gives only the structure): e.g. the full state gathered from the ranks of a
     sharded (ZeRO-3) run, whose ``model`` holds only its shard. It must hold every trainable weight, and
     every weight when ``cfg.llm_path`` is None (the base LLM is saved too); a missing one is an error.
-    An InstructBLIP model is saved in its own layout (see the module doc).
+    An InstructBLIP model is saved in its own layout (see the module doc). A model whose trainable weights are
+    not all finite is refused: such a checkpoint would answer one label for everything.
     """
+    check_finite_trainables(model, state_dict)
     if isinstance(model, InstructBlipEmotion):
         return save_instructblip_checkpoint(model, cfg, tokenizer, out_dir, meta, state_dict)
     out_dir = Path(out_dir)
@@ -143,6 +145,17 @@ def save_checkpoint(
         OmegaConf.save(OmegaConf.create(cfg.to_dict()), tmp / "config.yaml")
         (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2, default=str))
     return out_dir
+
+
+def check_finite_trainables(model: torch.nn.Module, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Refuse, naming the first one, trainable weights holding NaN or infinite values."""
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        value = state_dict.get(name, param) if state_dict is not None else param
+        if value.is_floating_point() and value.device.type != "meta" and not torch.isfinite(value).all():
+            raise CheckpointError(f"the trained weight {name} holds NaN or infinite values: nothing was saved; lower "
+                                  "the learning rate or check the training data for NaN features")
 
 
 def save_instructblip_checkpoint(
@@ -214,6 +227,9 @@ def read_labels(ckpt_dir: str | Path) -> list[str] | None:
         return None
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
         raise CheckpointError(f"{path}: labels must be a non-empty list of label names, got {labels!r}")
+    if len(set(labels)) != len(labels) or len(labels) < 2:  # one label would be answered with probability 1
+        raise CheckpointError(f"{path}: labels {labels} must name at least two different labels, each once: "
+                              "restore it from the training run")
     return labels
 
 
@@ -487,7 +503,13 @@ def load_adapter(model: EmotionLLaMA, path: Path) -> LoadReport:
         raise CheckpointError(f"{path} not found: the checkpoint folder is incomplete")
     state = read_safetensors(path)
     # Checked before loading: peft fails with a bare KeyError on a missing modules_to_save weight.
-    LoadReport(missing=sorted(set(get_peft_model_state_dict(model.llm)) - set(state))).raise_if_missing(path)
+    expected = get_peft_model_state_dict(model.llm)
+    LoadReport(missing=sorted(set(expected) - set(state))).raise_if_missing(path)
+    for key, value in state.items():  # another LoRA rank (or model) fails here in one line, not in torch
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
+            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)} where the checkpoint's config.yaml "
+                                  f"builds {tuple(expected[key].shape)} (adapters of another LoRA rank?): restore "
+                                  "the adapter and config.yaml of one training run together")
     result = set_peft_model_state_dict(model.llm, state)
     report = LoadReport(unexpected=sorted(set(result.unexpected_keys)))
     report.raise_if_missing(path)

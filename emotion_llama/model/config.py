@@ -72,6 +72,12 @@ class ModelConfig:
             self.lora = LoraSpec(**self.lora)
         self.lora.target_modules = tuple(self.lora.target_modules)
         self.lora.modules_to_save = tuple(self.lora.modules_to_save)
+        for key, value, kind in (("lora.r", self.lora.r, "whole"), ("lora.alpha", self.lora.alpha, "number"),
+                                 ("lora.dropout", self.lora.dropout, "number"),
+                                 ("tiny_vocab_size", self.tiny_vocab_size, "whole")):
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if not (whole or (kind == "number" and isinstance(value, float))) or value < 0:
+                raise ModelConfigError(f"model.{key} must be a {kind} number >= 0, got {value!r}")
         if self.backbone not in BACKBONES:
             raise ModelConfigError(f"model.backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if not isinstance(self.instructblip_arch, dict):

@@ -67,6 +67,8 @@ class PlaceholderFusion(nn.Module):
     # Whether the model encodes images itself (pixel values in ``features["image"]``) rather than reading cached
     # encoder features: the one backbone difference callers ask about.
     reads_pixels: bool = False
+    # modality -> the array shape of its cached feature file; None for a model that reads pixels.
+    feature_shapes: dict[str, tuple[int, ...]] | None = None
 
     llm: nn.Module
     video_token_id: int
@@ -83,6 +85,11 @@ class PlaceholderFusion(nn.Module):
     @property
     def num_multimodal_tokens(self) -> int:
         return self.num_video_tokens + self.num_feature_tokens
+
+    @property
+    def max_positions(self) -> int:
+        """The LLM's positions: a prompt and its answer must fit in them."""
+        return self.llm.config.max_position_embeddings
 
     def enable_activation_checkpointing(self) -> None:
         """Recompute the LLM's decoder layers in the backward pass (the base model under LoRA's wrapper)."""
@@ -245,6 +252,8 @@ class EmotionLLaMA(PlaceholderFusion):
         self.video_token_id = video_token_id
         self.feature_token_id = feature_token_id
         self.eva_patches = eva_patches
+        # The array shape of each modality's cached feature file (what a FeatureStore checks on reading).
+        self.feature_shapes = {"eva": (1 + eva_patches, eva_dim), **{m: (feature_dims[m],) for m in FEATURE_MODALITIES}}
         hidden = llm.get_input_embeddings().embedding_dim
         self.projectors = nn.ModuleDict(
             {

@@ -156,10 +156,24 @@ class PromptParts:
     media: str = "video"  # video | image | text (see MEDIA)
 
 
+# What gives a prompt its structure: the placeholders and the media tags around them, and the chat markers of
+# LLaMA-2 ([INST], <<SYS>>, <s>, </s>) and of ChatML / Llama-3 (<|im_end|>, <|eot_id|>, ...). In user text (a
+# subtitle, a question, an answer) they would change the prompt (a typed "<VideoHere>" is the placeholder
+# token), so there they are written with round brackets: "<VideoHere>" -> "(VideoHere)", "[/INST]" -> "(/INST)".
+RESERVED = re.compile(r"<VideoHere>|<FeatureHere>|</?video>|</?feature>|\[/?INST\]|<</?SYS>>|</?s>|<\|[^|<>\s]{1,40}\|>")
+
+
+def user_text(text: str) -> str:
+    """``text`` with every reserved marker (see :data:`RESERVED`) written in round brackets; other text as is."""
+    return RESERVED.sub(lambda m: "(" + m.group(0).strip("<>[]|").replace("|", "") + ")", text)
+
+
 def user_message(parts: PromptParts) -> str:
     """The release's example text, with one ``<VideoHere>`` and one ``<FeatureHere>``; the subtitle as given
-    (its own final "." stays: "you." gives "you..", as in the release). Images and text alone use
+    (its own final "." stays: "you." gives "you..", as in the release) but for the reserved markers, which
+    :func:`user_text` neutralises in the subtitle and the instruction. Images and text alone use
     :data:`IMAGE_TEMPLATE`, with the subtitle line only when there is one."""
+    parts = PromptParts(user_text(parts.subtitle), parts.task, user_text(parts.instruction), parts.media)
     if parts.media == "video":
         return USER_TEMPLATE.format(
             video=VIDEO_TOKEN, feature=FEATURE_TOKEN, subtitle=parts.subtitle, task=parts.task,

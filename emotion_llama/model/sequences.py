@@ -21,11 +21,14 @@ An answer is ``encoder(answer) + [EOS]``, right after the ``]`` of ``[/INST]`` (
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from emotion_llama.errors import UserError
 from emotion_llama.model.prompts import (
     FEATURE_TOKEN,
     LAYOUTS,
@@ -34,10 +37,16 @@ from emotion_llama.model.prompts import (
     clean_answer,
     format_chat,
     user_message,
+    user_text,
 )
 from emotion_llama.model.tokenizer import segment_encoder
 
 IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
+
+
+class PromptTooLongError(UserError, ValueError):
+    """A prompt that does not fit its token budget even with its subtitle left out."""
 
 
 def encode_prompt(
@@ -46,8 +55,38 @@ def encode_prompt(
     num_video_tokens: int,
     num_feature_tokens: int,
     layout: str = "train",
+    max_length: int | None = None,
 ) -> list[int]:
-    """BOS + the chat-wrapped user turn in the release's ``layout`` (see the module doc), ready for the answer."""
+    """BOS + the chat-wrapped user turn in the release's ``layout`` (see the module doc), ready for the answer.
+
+    ``max_length``: the prompt's token budget. A prompt over it has its subtitle cut, keeping its first words
+    and ending it in "...", to the longest beginning that fits (logged); one that does not fit even with no
+    subtitle is a :class:`PromptTooLongError`. The placeholders and the instruction are never cut.
+    """
+    ids = _encode_prompt(tokenizer, parts, num_video_tokens, num_feature_tokens, layout)
+    if max_length is None or len(ids) <= max_length:
+        return ids
+    words = parts.subtitle.split()
+
+    def with_words(k: int) -> list[int]:
+        shown = " ".join(words[:k]) + " ..." if k else ""
+        return _encode_prompt(tokenizer, replace(parts, subtitle=shown), num_video_tokens, num_feature_tokens,
+                              layout)
+
+    if len(with_words(0)) > max_length:
+        raise PromptTooLongError(f"the prompt takes {len(with_words(0))} tokens without its subtitle, more than the "
+                                 f"{max_length} it has room for: raise the length limit (data.max_length) or "
+                                 "shorten the instruction")
+    lo, hi = 0, len(words) - 1  # the most words that fit: with_words(lo) fits, with_words(hi + 1) does not
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if len(with_words(mid)) <= max_length else (lo, mid - 1)
+    log.warning("a subtitle of %d words was cut to its first %d to fit %d prompt tokens", len(words), lo, max_length)
+    return with_words(lo)
+
+
+def _encode_prompt(tokenizer: PreTrainedTokenizerBase, parts: PromptParts, num_video_tokens: int,
+                   num_feature_tokens: int, layout: str) -> list[int]:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown prompt layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     encode = segment_encoder(tokenizer)
@@ -69,8 +108,9 @@ def _split_once(text: str, marker: str) -> tuple[str, str]:
 
 
 def encode_answer(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
-    """The answer's ids followed by EOS; scoring a label uses exactly these ids."""
-    return [*segment_encoder(tokenizer)(answer.strip()), tokenizer.eos_token_id]
+    """The answer's ids followed by EOS; scoring a label uses exactly these ids. Reserved markers in the answer
+    (a ``</s>`` in a reason text) are neutralised as in the prompt (:func:`user_text`)."""
+    return [*segment_encoder(tokenizer)(user_text(answer.strip())), tokenizer.eos_token_id]
 
 
 def encode_example(
@@ -85,14 +125,15 @@ def encode_example(
     """Prompt + answer ids, with labels that ignore everything but the answer (and its EOS).
 
     ``clean_answers``: the answer goes through the release's :func:`~emotion_llama.model.prompts.clean_answer`
-    first (lower case, no ``.!"()*#:;~``, at most 50 words). Too long an example loses the end of its answer,
-    never its placeholders.
+    first (lower case, no ``.!"()*#:;~``, at most 50 words). Too long an example has its subtitle cut (see
+    :func:`encode_prompt`; the prompt keeps room for the answer, or for half of ``max_length``), then loses the
+    end of its answer; never its placeholders.
     """
-    prompt = encode_prompt(tokenizer, parts, num_video_tokens, num_feature_tokens)
     answer_ids = encode_answer(tokenizer, clean_answer(answer) if clean_answers else answer)
+    # The prompt leaves room for the whole answer, or for half of max_length when the answer is longer.
+    budget = None if max_length is None else max_length - min(len(answer_ids), max_length // 2)
+    prompt = encode_prompt(tokenizer, parts, num_video_tokens, num_feature_tokens, max_length=budget)
     if max_length is not None:
-        if len(prompt) >= max_length:
-            raise ValueError(f"prompt of {len(prompt)} tokens exceeds max_length={max_length}")
         answer_ids = answer_ids[: max_length - len(prompt)]
     return {
         "input_ids": prompt + answer_ids,

@@ -17,6 +17,10 @@ from emotion_llama.errors import UserError
 from emotion_llama.model.fusion import PlaceholderFusion
 
 
+class NonFiniteLossError(UserError):
+    """The loss of a training step is NaN or infinite."""
+
+
 class EmotionLLaMAModule(L.LightningModule):
     """Trains a model's trainable parts (the fusion model's, or InstructBLIP's Q-Former side); validates with loss
     and closed-set label scoring."""
@@ -43,6 +47,11 @@ class EmotionLLaMAModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(batch["input_ids"], batch["attention_mask"], batch["features"], labels=batch["labels"])
+        if not torch.isfinite(out.loss):  # one bad step spoils every trained weight: stop, export nothing
+            raise NonFiniteLossError(
+                f"the training loss became {out.loss.item()} at step {self.global_step} (clips "
+                f"{', '.join(batch['names'][:4])}): nothing was exported; lower optimizer.lr, or check these "
+                "clips' features and labels")
         self.log("train/loss", out.loss, prog_bar=True, batch_size=len(batch["names"]))
         return out.loss
 

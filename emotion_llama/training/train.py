@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
 import zipfile
@@ -14,7 +13,7 @@ import hydra
 import lightning as L
 import torch
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from emotion_llama.datasets.dialogue import dialogue_labels, is_dialogue
@@ -32,7 +31,7 @@ from emotion_llama.datasets.instruction import MERRDataset, keep_with_features, 
 from emotion_llama.datasets.meld import read_meld_split
 from emotion_llama.datasets.pixels import ImagePixels
 from emotion_llama.errors import UserError
-from emotion_llama.fileio import atomic_write_text
+from emotion_llama.fileio import atomic_write_text, json_text
 from emotion_llama.imagination.pictures import build_imaginer, check_imagine, picture_features
 from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.checkpoint import load_checkpoint, read_config, save_checkpoint
@@ -154,6 +153,11 @@ def _model_and_tokenizer(cfg: DictConfig):
         prior = read_config(init_from)
         if prior.preset != model_cfg.preset:
             raise UserError(f"{init_from} holds a {prior.preset} model but model={model_cfg.preset} was asked for")
+        if prior.lora != model_cfg.lora:  # the adapter of stage 1 is continued: its shape is stage 1's
+            raise UserError(f"{init_from} holds LoRA adapters of rank {prior.lora.r} (alpha {prior.lora.alpha}, on "
+                            f"{', '.join(prior.lora.target_modules)}) but this stage asks for rank {model_cfg.lora.r} "
+                            f"(alpha {model_cfg.lora.alpha}, on {', '.join(model_cfg.lora.target_modules)}): stage 2 "
+                            "continues stage 1's adapter; leave model.lora as stage 1 had it")
         if prior.train_llm != model_cfg.train_llm:  # what is trained is the checkpoint's, not silently another
             raise UserError(f"{init_from} holds a model trained with model.train_llm={str(prior.train_llm).lower()}: "
                             f"set model.train_llm={str(prior.train_llm).lower()} for this stage too")
@@ -192,7 +196,8 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     model, model_cfg, tokenizer = _model_and_tokenizer(cfg)
     if cfg.get("activation_checkpointing"):
         model.enable_activation_checkpointing()
-    store = None if _media(cfg) == "text" else FeatureStore(cfg.data.features_dir, cfg.data.feature_dirs)
+    store = None if _media(cfg) == "text" else FeatureStore(cfg.data.features_dir, cfg.data.feature_dirs,
+                                                            shapes=model.feature_shapes)
     train_set = _dataset(cfg, "train", store, tokenizer, model, train=True)
     val_set = _dataset(cfg, "val", store, tokenizer, model, train=False)
     datamodule = EmotionDataModule(
@@ -229,7 +234,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         meta = {"stage": cfg.stage.name, "epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": metrics,
                 "labels": list(cfg.data.labels)}  # the label set it was trained on: what inference scores
         save_checkpoint(model, model_cfg, tokenizer, export, meta=meta, state_dict=state)
-        atomic_write_text(Path(cfg.run_dir, "metrics.json"), json.dumps(metrics, indent=2))
+        atomic_write_text(Path(cfg.run_dir, "metrics.json"), json_text(metrics, indent=2))
         atomic_write_text(Path(cfg.run_dir, RUN_CONFIG), OmegaConf.to_yaml(cfg))
     del state
     trainer.strategy.barrier("export")  # no rank returns (or reads the export) before it is complete
@@ -262,11 +267,36 @@ def check_run_dir(cfg: DictConfig) -> None:
     saved = run_dir / RUN_CONFIG
     if cfg.resume and saved.is_file():
         changed = _model_differences(_saved_model(saved), _model_section(cfg))
+        changed |= _experiment_differences(OmegaConf.load(saved), cfg)
         if changed:
             shown = "; ".join(f"{k}: {a} there, {b} now" for k, (a, b) in list(changed.items())[:3])
             more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-            raise UserError(f"{run_dir} holds a run of another model ({shown}{more}): set resume=false to start "
+            raise UserError(f"{run_dir} holds a run of another model or experiment ({shown}{more}): set resume=false to start "
                             "afresh in that folder, or choose another name=/run_dir= for this one")
+
+
+# Besides the model, what makes a run the same experiment: its stage, its data and where it starts from.
+EXPERIMENT_KEYS = ("stage.name", "stage.init_from", "data.kind", "data.train", "data.labels")
+
+
+def _experiment_differences(saved: DictConfig, cfg: DictConfig) -> dict[str, tuple[object, object]]:
+    """The :data:`EXPERIMENT_KEYS` whose value differs: key -> (value there, value now)."""
+    out = {}
+    for key in EXPERIMENT_KEYS:
+        there, now = _select(saved, key), _select(cfg, key)
+        if there != now:
+            out[key] = (there, now)
+    return out
+
+
+def _select(cfg: DictConfig, key: str, resolve: bool = True) -> object:
+    try:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=resolve)
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=resolve)
+        return value
+    except OmegaConfBaseException:  # an interpolation pointing outside the saved file: compare as written
+        return _select(cfg, key, resolve=False) if resolve else None
 
 
 def record_run(cfg: DictConfig) -> None:
