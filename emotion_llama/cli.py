@@ -216,7 +216,8 @@ def compose(config_name: str, overrides: Sequence[str], literal: Sequence[str] =
     """``conf/<config_name>.yaml`` with ``overrides``; Hydra must be initialised (see :func:`run`).
 
     Overrides of ``literal`` keys are set after composing, their value exactly as typed (``null`` stays null;
-    a ``${...}`` in it is text, never resolved); the others go through Hydra's grammar. A bad override is a :class:`UsageError` naming the key.
+    a ``${...}`` in it is text, never resolved); the others go through Hydra's grammar. A bad override is a
+    :class:`UsageError` naming the key.
     """
     from hydra import compose as hydra_compose
     from hydra.errors import HydraException, MissingConfigException

@@ -810,7 +810,8 @@ def test_extraction_never_caches_non_finite_features(tmp_path):
 
 
 def test_a_clip_listed_twice_is_refused(case, tmp_path, capsys, no_model):
-    write_merr_txt(tmp_path / "twice.txt", [*CLIPS, Sample(CLIPS[1].name, "sad" if CLIPS[1].label != "sad" else "happy")])
+    other = "sad" if CLIPS[1].label != "sad" else "happy"
+    write_merr_txt(tmp_path / "twice.txt", [*CLIPS, Sample(CLIPS[1].name, other)])
     refused(capsys, eval_cmd.main, eval_argv(case, tmp_path / "run", f"data.test={tmp_path}/twice.txt"),
             "twice.txt", CLIPS[1].name, "twice", "labels")
 

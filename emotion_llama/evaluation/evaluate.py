@@ -52,28 +52,26 @@ log = logging.getLogger(__name__)
 def load_subsets(data: DictConfig) -> dict[str, list[Sample]]:
     """The test subsets of a dataset in its native format: DFEW folds, MER2023 test1-3, ..., each checked as a
     whole (:func:`check_samples`: no empty subset, no clip listed twice)."""
+    return {name: check_samples(samples, where) for name, (samples, where) in _read_subsets(data).items()}
+
+
+def _read_subsets(data: DictConfig) -> dict[str, tuple[list[Sample], str]]:
+    """Each subset's samples and the file (or folder) they were read from."""
+    labels = tuple(data.labels)
     kind = data.kind
     if kind == "dfew":
-        pattern = str(data.split_txt if data.get("split_txt") else data.split_csv)
-        read = read_dfew_txt if data.get("split_txt") else read_dfew_split
+        key = "split_txt" if data.get("split_txt") else "split_csv"
+        pattern, read = str(data[key]), read_dfew_txt if key == "split_txt" else read_dfew_split
         if len(data.folds) > 1 and "{fold}" not in pattern:
-            key = "data.split_txt" if data.get("split_txt") else "data.split_csv"
-            raise UserError(f"{key}={pattern} has no {{fold}}: every fold would read this one file; write the "
+            raise UserError(f"data.{key}={pattern} has no {{fold}}: every fold would read this one file; write the "
                             "fold number's place as {fold}, or give data.folds=[N] for one fold")
         # Only {fold} is filled in: any other brace in the path (data.root) is part of the name.
         paths = {k: pattern.replace("{fold}", str(k)) for k in data.folds}
-        return {f"fold{k}": check_samples(read(path), path) for k, path in paths.items()}
-    if kind == "mer2023" and not str(data.label_file).endswith(".csv"):
-        return {c: check_samples(read_mer2023_npz(data.label_file, c), f"{data.label_file} ({c})")
-                for c in data.corpora}
-    return {name: check_samples(samples, where) for name, (samples, where) in _one_subset(data).items()}
-
-
-def _one_subset(data: DictConfig) -> dict[str, tuple[list[Sample], str]]:
-    labels = tuple(data.labels)
-    kind = data.kind
-    if kind == "mer2023":
+        return {f"fold{k}": (read(path), path) for k, path in paths.items()}
+    if kind == "mer2023" and str(data.label_file).endswith(".csv"):
         return {"test": (read_mer2023_csv(data.label_file), data.label_file)}
+    if kind == "mer2023":
+        return {c: (read_mer2023_npz(data.label_file, c), f"{data.label_file} ({c})") for c in data.corpora}
     if kind == "mer2024":
         return {"test": (read_mer2024_csv(data.label_file), data.label_file)}
     if kind == "merr":

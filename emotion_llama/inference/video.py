@@ -305,13 +305,18 @@ def card_paths(out: str | Path, videos: Sequence[str]) -> dict[str, Path]:
     else:
         paths = _unique([f"{out.stem}_{clip_name(v)}{out.suffix}" for v in videos], out.parent)
     for path in paths:
-        if path.exists() and not (path.is_file() and path.read_bytes()[:8] == PNG_MAGIC):
+        if path.exists() and not (path.is_file() and _signature(path) == PNG_MAGIC):
             raise UserError(f"card={out}: {path} exists and is not a card (a PNG image); it is not replaced: "
                             "choose another card= path")
     return dict(zip(videos, paths, strict=True))
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _signature(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(len(PNG_MAGIC))
 
 
 def _unique(names: Sequence[str], folder: Path) -> list[Path]:

@@ -261,9 +261,9 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
     needs: the model would otherwise be built with a random LLM or a rebuilt tokenizer and load "fine".
 
     Every checkpoint needs ``projectors.safetensors`` and the adapter; a random-LLM config (the tiny preset)
-    needs its saved base LLM (``base_llm/``) and its ``tokenizer/`` (a new one would number the tokens differently); with
-    an LLM folder the tokenizer may come from that folder. Safetensors headers are read (cheap) so that a
-    truncated file is named here rather than failing deep inside a loader.
+    needs its saved base LLM (``base_llm/``) and its ``tokenizer/`` (a new one would number the tokens
+    differently); with an LLM folder the tokenizer may come from that folder. Safetensors headers are read
+    (cheap) so that a truncated file is named here rather than failing deep inside a loader.
     """
     ckpt_dir = Path(ckpt_dir)
     if cfg.is_instructblip:
@@ -462,13 +462,19 @@ def _copy_checked(module: torch.nn.Module, saved: dict[str, torch.Tensor], where
     want = set(own) if only is None else only
     report = LoadReport(missing=sorted(want - set(saved)), unexpected=sorted(set(saved) - set(own)))
     report.raise_if_missing(where)
-    for key in sorted(want):
-        if saved[key].shape != own[key].shape:
-            raise CheckpointError(f"{where}: {key} has shape {tuple(saved[key].shape)} where the model has "
-                                  f"{tuple(own[key].shape)}; the checkpoint does not match this model config")
+    _check_shapes(saved, own, want, where, "the model has", "the checkpoint does not match this model config")
     with torch.no_grad():
         for key in want:
             own[key].copy_(saved[key])
+
+
+def _check_shapes(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor], keys, where: Path,
+                  what: str, fix: str) -> None:
+    """Refuse in one line naming ``where`` the first of ``keys`` whose saved weight has another shape."""
+    for key in sorted(keys):
+        if saved[key].shape != own[key].shape:
+            raise CheckpointError(f"{where}: {key} has shape {tuple(saved[key].shape)} where {what} "
+                                  f"{tuple(own[key].shape)}; {fix}")
 
 
 def load_base_llm(model: EmotionLLaMA, base_dir: Path) -> LoadReport:
@@ -505,11 +511,9 @@ def load_adapter(model: EmotionLLaMA, path: Path) -> LoadReport:
     # Checked before loading: peft fails with a bare KeyError on a missing modules_to_save weight.
     expected = get_peft_model_state_dict(model.llm)
     LoadReport(missing=sorted(set(expected) - set(state))).raise_if_missing(path)
-    for key, value in state.items():  # another LoRA rank (or model) fails here in one line, not in torch
-        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)} where the checkpoint's config.yaml "
-                                  f"builds {tuple(expected[key].shape)} (adapters of another LoRA rank?): restore "
-                                  "the adapter and config.yaml of one training run together")
+    # Adapters of another LoRA rank fail here in one line, not in torch.
+    _check_shapes(state, expected, state.keys() & expected.keys(), path, "the checkpoint's config.yaml builds",
+                  "adapters of another LoRA rank? restore the adapter and config.yaml of one training run together")
     result = set_peft_model_state_dict(model.llm, state)
     report = LoadReport(unexpected=sorted(set(result.unexpected_keys)))
     report.raise_if_missing(path)

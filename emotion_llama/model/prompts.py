@@ -160,7 +160,9 @@ class PromptParts:
 # LLaMA-2 ([INST], <<SYS>>, <s>, </s>) and of ChatML / Llama-3 (<|im_end|>, <|eot_id|>, ...). In user text (a
 # subtitle, a question, an answer) they would change the prompt (a typed "<VideoHere>" is the placeholder
 # token), so there they are written with round brackets: "<VideoHere>" -> "(VideoHere)", "[/INST]" -> "(/INST)".
-RESERVED = re.compile(r"<VideoHere>|<FeatureHere>|</?video>|</?feature>|\[/?INST\]|<</?SYS>>|</?s>|<\|[^|<>\s]{1,40}\|>")
+RESERVED = re.compile(r"<VideoHere>|<FeatureHere>|</?video>|</?feature>"  # placeholders, media tags
+                      r"|\[/?INST\]|<</?SYS>>|</?s>"  # LLaMA-2
+                      r"|<\|[^|<>\s]{1,40}\|>")  # ChatML, Llama-3
 
 
 def user_text(text: str) -> str:

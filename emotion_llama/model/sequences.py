@@ -73,8 +73,9 @@ def encode_prompt(
         return _encode_prompt(tokenizer, replace(parts, subtitle=shown), num_video_tokens, num_feature_tokens,
                               layout)
 
-    if len(with_words(0)) > max_length:
-        raise PromptTooLongError(f"the prompt takes {len(with_words(0))} tokens without its subtitle, more than the "
+    bare = len(with_words(0))
+    if bare > max_length:
+        raise PromptTooLongError(f"the prompt takes {bare} tokens without its subtitle, more than the "
                                  f"{max_length} it has room for: raise the length limit (data.max_length) or "
                                  "shorten the instruction")
     lo, hi = 0, len(words) - 1  # the most words that fit: with_words(lo) fits, with_words(hi + 1) does not

@@ -266,13 +266,14 @@ def check_run_dir(cfg: DictConfig) -> None:
     run_dir = Path(cfg.run_dir)
     saved = run_dir / RUN_CONFIG
     if cfg.resume and saved.is_file():
-        changed = _model_differences(_saved_model(saved), _model_section(cfg))
-        changed |= _experiment_differences(OmegaConf.load(saved), cfg)
+        before = _saved_run(saved)
+        changed = _model_differences(_model_section(before), _model_section(cfg))
+        changed |= _experiment_differences(before, cfg)
         if changed:
             shown = "; ".join(f"{k}: {a} there, {b} now" for k, (a, b) in list(changed.items())[:3])
             more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-            raise UserError(f"{run_dir} holds a run of another model or experiment ({shown}{more}): set resume=false to start "
-                            "afresh in that folder, or choose another name=/run_dir= for this one")
+            raise UserError(f"{run_dir} holds a run of another model or experiment ({shown}{more}): set "
+                            "resume=false to start afresh in that folder, or choose another name=/run_dir= for this one")
 
 
 # Besides the model, what makes a run the same experiment: its stage, its data and where it starts from.
@@ -283,20 +284,16 @@ def _experiment_differences(saved: DictConfig, cfg: DictConfig) -> dict[str, tup
     """The :data:`EXPERIMENT_KEYS` whose value differs: key -> (value there, value now)."""
     out = {}
     for key in EXPERIMENT_KEYS:
-        there, now = _select(saved, key), _select(cfg, key)
+        there, now = _plain(saved, key), _plain(cfg, key)
         if there != now:
             out[key] = (there, now)
     return out
 
 
-def _select(cfg: DictConfig, key: str, resolve: bool = True) -> object:
-    try:
-        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=resolve)
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=resolve)
-        return value
-    except OmegaConfBaseException:  # an interpolation pointing outside the saved file: compare as written
-        return _select(cfg, key, resolve=False) if resolve else None
+def _plain(cfg: DictConfig, key: str) -> object:
+    """``key`` of ``cfg`` as plain data, resolved (None when unset or its interpolation cannot be resolved)."""
+    value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def record_run(cfg: DictConfig) -> None:
@@ -305,7 +302,8 @@ def record_run(cfg: DictConfig) -> None:
         atomic_write_text(Path(cfg.run_dir, RUN_CONFIG), OmegaConf.to_yaml(cfg))
 
 
-def _saved_model(path: Path) -> dict:
+def _saved_run(path: Path) -> DictConfig:
+    """The config a run in this folder was started with, read once."""
     try:
         saved = OmegaConf.load(path)
     except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError, ValueError) as err:
@@ -313,7 +311,7 @@ def _saved_model(path: Path) -> dict:
                         "is then continued as it is) or set resume=false") from None
     if not isinstance(saved, DictConfig) or "model" not in saved:
         raise UserError(f"{path} holds no model section: delete it or set resume=false")
-    return _model_section(saved)
+    return saved
 
 
 def _model_section(cfg: DictConfig) -> dict:
