@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from emotion_llama.choices import BACKBONES, FACE_DETECTORS
+from emotion_llama.choices import BACKBONES, FACE_DETECTORS, PROMPT_FORMATS, TINY_TOKENIZERS
 from emotion_llama.errors import UserError
 from emotion_llama.labels import resolve_labels
 from emotion_llama.runtime import resolve_device
@@ -320,6 +320,8 @@ MODEL: dict[str, Check] = {
     "model.lora.dropout": number(0, 1, below=True),
     "model.llm_arch": mapping(lambda key, value: value),
     "model.backbone": choice(*BACKBONES),
+    "model.prompt_format": choice(*PROMPT_FORMATS),
+    "model.tiny_tokenizer": choice(*TINY_TOKENIZERS),
     "model.instructblip_arch": mapping(lambda key, value: value, keys=("vision_config", "qformer_config",
                                                                        "num_query_tokens")),
     "model.qformer_max_length": integer(1),
@@ -456,8 +458,14 @@ RULES: dict[str, dict[str, Check]] = {
         "out": new_folder(),
     },
     "inspect_model": dict(MODEL),
+    "export": {
+        "checkpoint": existing_dir("a trained model (checkpoint=DIR)"),
+        "out": output_dir(),
+        "dtype": choice("auto", "float32"),
+        "overwrite": boolean(),
+    },
     "demo": {"clips_per_label": integer(1), "seed": integer(0), "demo_dir": output_dir(),
-             "face_detector": choice(*FACE_DETECTORS)},
+             "face_detector": choice(*FACE_DETECTORS), "model.preset": choice("tiny", "tiny_qwen2", "tiny_llama3")},
     "demo_text": {"per_label": integer(1), "seed": integer(0), "demo_dir": output_dir(),
                   "train_per_label": integer(1), "train_pictures": boolean(),
                   "variant": choice("text", "imagined", "both"),

@@ -20,7 +20,7 @@ from emotion_llama.model.checkpoint import (
 )
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import FEATURE_MODALITIES
-from emotion_llama.model.llm import llama_config
+from emotion_llama.model.llm import llm_config
 from emotion_llama.model.prompts import PromptParts, emotion_instruction
 from emotion_llama.model.sequences import encode_answer, encode_prompt
 from emotion_llama.model.tokenizer import (
@@ -49,7 +49,7 @@ def llm_dir(tmp_path_factory, tokenizer):
     """A LLaMA folder standing in for paths.llm of a real preset."""
     path = tmp_path_factory.mktemp("llm")
     torch.manual_seed(0)
-    LlamaForCausalLM(llama_config(base_vocab_size(tokenizer), **ARCH)).save_pretrained(path)
+    LlamaForCausalLM(llm_config(base_vocab_size(tokenizer), **ARCH)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -201,7 +201,7 @@ def test_a_llama_checkpoint_keeps_the_sentencepiece_prompt_ids(tmp_path):
     folder.mkdir()
     shutil.copy(LLAMA2_TOKENIZER, folder / "tokenizer.model")
     torch.manual_seed(0)
-    LlamaForCausalLM(llama_config(32000, **ARCH)).save_pretrained(folder)
+    LlamaForCausalLM(llm_config(32000, **ARCH)).save_pretrained(folder)
     tok = load_tokenizer(folder)
     assert type(segment_encoder(tok)).__name__ == "SentencePieceSegments"
     cfg = ModelConfig(preset="real_like", llm_path=str(folder), llm_arch=ARCH, lora=PLAIN_LORA)

@@ -66,7 +66,7 @@ def test_bad_overrides_are_one_line_naming_the_key(capsys):
     assert "unknown key pahts.eva" in one_line_error(capsys, evaluate.main, ["pahts.eva=/m/eva.pth"])
     assert "model.llm_arch" in one_line_error(capsys, train.main, ["model.llm_arch={hidden_size: 8"])
     line = one_line_error(capsys, train.main, ["model=llama"])
-    assert "model=llama: no such model; use one of emotion_llama_7b" in line and ", tiny" in line
+    assert "model=llama: no such model; use one of emotion_llama3_1_8b, emotion_llama_7b" in line and ", tiny" in line
     assert "not key=value" in one_line_error(capsys, train.main, ["experiment", "tiny_coarse"])
     assert "task=" in one_line_error(capsys, infer.main, ["clip.mp4", "--task", "reason"])
     assert "a comma" in one_line_error(capsys, evaluate.main, ["protocol=score,generate"])

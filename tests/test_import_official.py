@@ -14,7 +14,7 @@ from emotion_llama.model.builder import build_model
 from emotion_llama.model.checkpoint import load_checkpoint, read_config
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import FEATURE_MODALITIES
-from emotion_llama.model.llm import llama_config
+from emotion_llama.model.llm import llm_config
 from emotion_llama.model.official import OfficialImportError, import_official
 from emotion_llama.model.tokenizer import base_vocab_size, build_tiny_tokenizer
 
@@ -33,7 +33,7 @@ def llm_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("llm")
     tokenizer = build_tiny_tokenizer(["the person smiles"], vocab_size=512)
     torch.manual_seed(0)
-    LlamaForCausalLM(llama_config(base_vocab_size(tokenizer), **ARCH)).save_pretrained(path)
+    LlamaForCausalLM(llm_config(base_vocab_size(tokenizer), **ARCH)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

@@ -113,7 +113,8 @@ def test_modules_show_their_dependencies_at_the_top():
     inside = [hit for path in sources for hit in function_level_imports(path)]
     assert all("/commands/" in hit for hit in inside), inside
     per_module = [hit.split(":")[0] for hit in inside]
-    assert len(per_module) == len(set(per_module)) <= 10, inside
+    # One per command that loads the model stack or an extra (11: export's, beside score_openset's possible one).
+    assert len(per_module) == len(set(per_module)) <= 11, inside
     for hit in inside:
         path, line = hit.split(" ")[0].split(":")
         lines = (ROOT / path).read_text().splitlines()

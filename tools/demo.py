@@ -22,16 +22,21 @@ from emotion_llama.inference.video import Failure
 from emotion_llama.training.train import train
 
 log = logging.getLogger("emotion_llama.demo")
+DEFAULT_MODEL = "tiny"
 
-def _train_cfg(cfg: DictConfig, experiment: str) -> DictConfig:
+def _train_cfg(cfg: DictConfig, experiment: str, init_from: str | None = None) -> DictConfig:
     overrides = [f"experiment={experiment}", f"paths.output_dir={cfg.paths.output_dir}",
                  f"data.generate.clips_per_label={cfg.clips_per_label}", f"data.generate.seed={cfg.seed}",
-                 f"face_detector={cfg.face_detector}", *cfg.train_overrides]
-    return compose(config_name="train", overrides=overrides)
+                 f"face_detector={cfg.face_detector}", f"model={cfg.model.preset}"]
+    if cfg.model.preset != DEFAULT_MODEL:  # each backbone's runs beside the others'
+        overrides.append(f"name={experiment}_{cfg.model.preset}")
+    if init_from:
+        overrides.append(f"stage.init_from={init_from}")
+    return compose(config_name="train", overrides=[*overrides, *cfg.train_overrides])
 
 
-def _stage(cfg: DictConfig, experiment: str) -> dict:
-    metrics, objects = train(_train_cfg(cfg, experiment))
+def _stage(cfg: DictConfig, experiment: str, init_from: str | None = None) -> dict:
+    metrics, objects = train(_train_cfg(cfg, experiment, init_from))
     return {"metrics": metrics, "model": str(objects["export"])}
 
 
@@ -72,7 +77,7 @@ def run_demo(cfg: DictConfig) -> dict:
     log.info("stage 1 (labels and descriptions); makes the synthetic set, tiny encoders and features first")
     coarse = _stage(cfg, "tiny_coarse")
     log.info("stage 2 (reasoning), from stage 1's model")
-    fine = _stage(cfg, "tiny_fine")
+    fine = _stage(cfg, "tiny_fine", init_from=coarse["model"])
     ckpt = fine["model"]
     log.info("evaluation on the test split, then with each modality dropped, then in DFEW and MER2023 formats")
     test = _eval(cfg, ckpt, "synthetic")
@@ -93,7 +98,7 @@ def run_demo(cfg: DictConfig) -> dict:
         "stage1": coarse["metrics"], "stage2": fine["metrics"],
         "reasoning": reasoning,
         "inference": inference,
-        "checkpoint": ckpt, "metrics": test["metrics"], "card": inference["card"],
+        "model": cfg.model.preset, "checkpoint": ckpt, "metrics": test["metrics"], "card": inference["card"],
         "minutes": (time.perf_counter() - start) / 60,
     }
     atomic_write_text(Path(cfg.demo_dir) / "summary.json", json_text(summary, indent=2))
@@ -125,6 +130,8 @@ def _cue_line(r: dict) -> str:
 
 
 def main(cfg: DictConfig, call: Call) -> None:
+    if cfg.model.preset != DEFAULT_MODEL and "demo_dir" not in call.named(""):
+        cfg.demo_dir = f"{cfg.demo_dir}_{cfg.model.preset}"
     summary = run_demo(cfg)
     print(format_summary(summary))
     print(f"summary: {cfg.demo_dir}/summary.json")

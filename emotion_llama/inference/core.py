@@ -32,6 +32,7 @@ from emotion_llama.model.checkpoint import load_checkpoint, read_config, read_la
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import PlaceholderFusion
 from emotion_llama.model.instructblip import ImageTransform
+from emotion_llama.model.chat import chat_format, check_prompt_layout
 from emotion_llama.model.prompts import LAYOUTS, PromptParts, answer_text, canonical_instruction
 from emotion_llama.model.sequences import encode_answer, encode_prompt, pad_batch
 from emotion_llama.runtime import (
@@ -74,8 +75,7 @@ class InferenceCore:
 
     def __init__(self, model: PlaceholderFusion, tokenizer, config: ModelConfig | None = None,
                  device: str | torch.device = "cpu", layout: str = "train"):
-        if layout not in LAYOUTS:
-            raise UserError(f"prompt_layout={layout} is not a prompt layout: use {' or '.join(LAYOUTS)}")
+        check_prompt_layout(tokenizer, layout)
         self.layout = layout
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -94,6 +94,9 @@ class InferenceCore:
         ``layout``: the prompt layout, ``train`` or ``release_eval`` (see the module doc)."""
         if layout not in LAYOUTS:  # before minutes of loading
             raise UserError(f"prompt_layout={layout} is not a prompt layout: use {' or '.join(LAYOUTS)}")
+        if layout != "train" and read_config(checkpoint).prompt_format != "release":
+            raise UserError(f"prompt_layout={layout} is the release's LLaMA-2 evaluation layout; {checkpoint} is "
+                            "prompted through its chat template: use prompt_layout=train")
         resolved = resolve_device(device)
         model, config, tokenizer = load_checkpoint(checkpoint, checkpoint_overrides(checkpoint, paths), resolved)
         core = cls(model, tokenizer, config, resolved, layout)
@@ -165,5 +168,5 @@ class InferenceCore:
         with self.autocast():
             new = self.model.generate(ids, mask, self._features(features), max_new_tokens=max_new_tokens,
                                       pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=self.tokenizer.eos_token_id)
+                                      eos_token_id=chat_format(self.tokenizer).stop_ids)
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

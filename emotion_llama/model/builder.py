@@ -14,9 +14,15 @@ from emotion_llama.errors import WeightsNotFoundError
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import EmotionLLaMA, PlaceholderFusion
 from emotion_llama.model.instructblip import InstructBlipEmotion, build_instructblip_backbone
-from emotion_llama.model.llm import LLAMA2_7B, apply_lora, load_llm
+from emotion_llama.model.llm import LLAMA2_7B, apply_lora, folder_config, load_llm
 from emotion_llama.model.prompts import FEATURE_TOKEN, VIDEO_TOKEN
-from emotion_llama.model.tokenizer import base_vocab_size, build_tiny_tokenizer, load_tokenizer
+from emotion_llama.model.chat import use_chat_format
+from emotion_llama.model.tokenizer import (
+    base_vocab_size,
+    build_tiny_chat_tokenizer,
+    build_tiny_tokenizer,
+    load_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +31,16 @@ TRAINABLE_DTYPE = torch.float32
 
 
 def build_tokenizer(cfg: ModelConfig, extra_texts: Iterable[str] = ()) -> PreTrainedTokenizerBase:
+    """The tokenizer of ``model.tokenizer_path`` (else the LLM folder's), or a tiny one of ``model.tiny_tokenizer``
+    trained on the project's text and ``extra_texts``; with the prompt format of ``model.prompt_format``."""
     path = cfg.tokenizer_path or cfg.llm_path
-    if path is None:
-        return build_tiny_tokenizer(extra_texts, vocab_size=cfg.tiny_vocab_size)
-    return load_tokenizer(path, "model.tokenizer_path")
+    if path is not None:
+        tokenizer = load_tokenizer(path, "model.tokenizer_path")
+    elif cfg.tiny_tokenizer == "llama2":
+        tokenizer = build_tiny_tokenizer(extra_texts, vocab_size=cfg.tiny_vocab_size)
+    else:
+        tokenizer = build_tiny_chat_tokenizer(cfg.tiny_tokenizer, extra_texts, vocab_size=cfg.tiny_vocab_size)
+    return use_chat_format(tokenizer, cfg.prompt_format)
 
 
 def build_model(
@@ -59,13 +71,16 @@ def build_model(
     on_meta = device.type == "meta"
     if cfg.weights_required and cfg.llm_path is None and not on_meta:
         raise WeightsNotFoundError("LLM", "<unset>", "paths.llm")
+    # A shape-only build of a preset whose weights folder is present takes the folder's own architecture.
+    shape_of = folder_config(cfg.llm_path) if on_meta else None
     if tokenizer is None:
-        vocab = cfg.llm_arch.get("vocab_size", LLAMA2_7B["vocab_size"])
+        vocab = shape_of.vocab_size if shape_of else cfg.llm_arch.get("vocab_size", LLAMA2_7B["vocab_size"])
         video_id, feature_id = vocab, vocab + 1
     else:
         vocab = vocab_size or base_vocab_size(tokenizer)
         video_id, feature_id = (tokenizer.convert_tokens_to_ids(t) for t in (VIDEO_TOKEN, FEATURE_TOKEN))
-    llm = load_llm(None if on_meta else cfg.llm_path, cfg.llm_arch, vocab, cfg.torch_dtype, device=device)
+    llm = load_llm(None if on_meta else cfg.llm_path, cfg.llm_arch, vocab, cfg.torch_dtype, device=device,
+                   config=shape_of)
     llm = apply_lora(llm, cfg.lora, trainable_dtype=TRAINABLE_DTYPE)
     with torch.device(device):
         model = EmotionLLaMA(

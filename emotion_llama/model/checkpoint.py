@@ -39,6 +39,11 @@ A checkpoint of the InstructBLIP backbone (``model.backbone: instructblip``, Emo
 nothing from the global RNG), copies ``base_instructblip/`` in (read by ``from_pretrained``), then the trained
 weights.
 
+An export (:mod:`emotion_llama.model.export`) is a checkpoint without adapters (``lora.r: 0``): its LoRA is merged
+into a plain Hugging Face folder ``llm/`` named by ``llm_path: ${checkpoint_dir}/llm`` (``${checkpoint_dir}``: the
+folder :func:`read_config` reads, wherever it was moved), beside ``projectors.safetensors``, ``config.yaml`` and
+``meta.json``; :func:`load_checkpoint` reads the LLM whole from ``llm/``.
+
 Loading reports missing and unexpected keys and fails on missing ones: silently dropping LoRA weights
 (as a strict=False load does when peft renames keys) must never go unnoticed. Before anything is built,
 :func:`check_layout` refuses a folder lacking a file the config needs (a missing ``base_llm/`` would
@@ -55,7 +60,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
@@ -66,6 +71,7 @@ from emotion_llama.encoders.build import EncoderShapes
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_dir
 from emotion_llama.model.builder import build_model, build_tokenizer
+from emotion_llama.model.chat import use_chat_format
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import EmotionLLaMA, PlaceholderFusion
 from emotion_llama.model.instructblip import (
@@ -81,6 +87,7 @@ log = logging.getLogger(__name__)
 BASE_LLM_DIR = "base_llm"
 BASE_INSTRUCTBLIP_DIR = "base_instructblip"
 TRAINABLE_FILE = "trainable.safetensors"  # InstructBLIP's trained weights
+CHECKPOINT_DIR_KEY = "checkpoint_dir"  # ${checkpoint_dir} in config.yaml: the folder it is read from (read_config)
 _BLIP_PREFIX = "blip."  # InstructBlipEmotion.state_dict() name = this + transformers' InstructBLIP name
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 # Module names peft inserts between a base module and its weights, and the parts that belong to the adapter.
@@ -128,6 +135,9 @@ def save_checkpoint(
     check_finite_trainables(model, state_dict)
     if isinstance(model, InstructBlipEmotion):
         return save_instructblip_checkpoint(model, cfg, tokenizer, out_dir, meta, state_dict)
+    if not cfg.lora.enabled:
+        raise CheckpointError("a model without LoRA adapters (model.lora.r=0: an export) has nothing trained to save "
+                              "as a checkpoint: export the trained checkpoint again instead")
     out_dir = Path(out_dir)
     llm_state = proj_state = None
     if state_dict is not None:
@@ -235,7 +245,8 @@ def read_labels(ckpt_dir: str | Path) -> list[str] | None:
 
 def read_config(ckpt_dir: str | Path, overrides: dict | None = None) -> ModelConfig:
     """The checkpoint's ``config.yaml`` as a ModelConfig (``overrides`` replacing some of its values); a
-    missing, unreadable or unknown-keyed file is a CheckpointError naming it."""
+    missing, unreadable or unknown-keyed file is a CheckpointError naming it. ``${checkpoint_dir}`` in a value
+    is the checkpoint folder as found now (an export's ``llm_path: ${checkpoint_dir}/llm``: the folder can move)."""
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / "config.yaml"
     if ckpt_dir.exists() and not ckpt_dir.is_dir():
@@ -243,12 +254,16 @@ def read_config(ckpt_dir: str | Path, overrides: dict | None = None) -> ModelCon
     if not path.is_file():
         raise CheckpointError(f"{ckpt_dir} is not a checkpoint folder (no config.yaml): pass checkpoint=DIR of a training run")
     try:
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        raw = OmegaConf.load(path)
+        if isinstance(raw, DictConfig):
+            raw[CHECKPOINT_DIR_KEY] = str(ckpt_dir.absolute())
+        data = OmegaConf.to_container(raw, resolve=True)
     except (yaml.YAMLError, UnicodeDecodeError, OmegaConfBaseException, ValueError) as err:
         raise CheckpointError(f"{path} is not readable YAML ({_first_line(err)}): restore it from the training "
                               "run (its run_dir/config.yaml holds the same model section)") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds no model config mapping: restore it from the training run")
+    data.pop(CHECKPOINT_DIR_KEY, None)
     data.update(overrides or {})
     try:
         return ModelConfig.from_dict(data)
@@ -260,7 +275,8 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
     """Refuse, naming the first missing or unreadable file, a checkpoint folder that lacks a part ``cfg``
     needs: the model would otherwise be built with a random LLM or a rebuilt tokenizer and load "fine".
 
-    Every checkpoint needs ``projectors.safetensors`` and the adapter; a random-LLM config (the tiny preset)
+    Every checkpoint needs ``projectors.safetensors`` and the adapter (an export: its merged LLM folder instead,
+    see :func:`check_merged_llm`); a random-LLM config (the tiny preset)
     needs its saved base LLM (``base_llm/``) and its ``tokenizer/`` (a new one would number the tokens
     differently); with an LLM folder the tokenizer may come from that folder. Safetensors headers are read
     (cheap) so that a truncated file is named here rather than failing deep inside a loader.
@@ -270,6 +286,10 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
         check_instructblip_layout(ckpt_dir, cfg)
         return
     incomplete = "the checkpoint folder is incomplete: copy the whole folder again or re-export it"
+    if not cfg.lora.enabled:  # an export: no adapter, the merged LLM in its own folder
+        check_merged_llm(cfg, incomplete)
+        _check_weight_files([ckpt_dir / "projectors.safetensors"], incomplete)
+        return
     random_llm = cfg.llm_path is None
     base_dir = ckpt_dir / BASE_LLM_DIR
     needed = [ckpt_dir / "projectors.safetensors"]
@@ -298,6 +318,23 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
     if tok_dir.is_dir():
         _check_tokenizer_dir(tok_dir, TOKENIZER_FILES, incomplete)
     _check_weight_files(needed, incomplete)
+
+
+def check_merged_llm(cfg: ModelConfig, incomplete: str) -> None:
+    """The LLM folder of a config without adapters (``model.lora.r: 0``, an export) holds a config and whole
+    safetensors weights: with no adapter and no ``base_llm/``, a missing one would leave nothing to load."""
+    if cfg.llm_path is None:
+        raise CheckpointError("model.lora.r=0 (no adapters) needs the merged LLM's folder as model.llm_path, "
+                              f"got none: {incomplete}")
+    folder = Path(cfg.llm_path)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise CheckpointError(f"{config} not found: the model's merged LLM is saved there; {incomplete}")
+    _check_json(config, incomplete)
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise CheckpointError(f"{folder} holds no *.safetensors weights: {incomplete}")
+    _check_weight_files(weights, incomplete)
 
 
 def _check_tokenizer_dir(tok_dir: Path, names: tuple[str, ...], incomplete: str) -> None:
@@ -394,7 +431,8 @@ def load_checkpoint(
     tok_dir = ckpt_dir / "tokenizer"
     if tok_dir.is_dir():
         try:
-            tokenizer = add_placeholders(AutoTokenizer.from_pretrained(str(tok_dir)))
+            tokenizer = use_chat_format(add_placeholders(AutoTokenizer.from_pretrained(str(tok_dir))),
+                                        cfg.prompt_format)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{tok_dir} is not a readable tokenizer ({_first_line(err)}): copy the checkpoint "
                                   "folder again or re-export it") from None
@@ -419,7 +457,8 @@ def load_weights(model: PlaceholderFusion, ckpt_dir: str | Path) -> None:
     base_dir = ckpt_dir / BASE_LLM_DIR
     if base_dir.is_dir():
         load_base_llm(model, base_dir)
-    load_adapter(model, ckpt_dir / "adapter" / "adapter_model.safetensors")
+    if isinstance(model.llm, PeftModel):  # else model.lora.r=0: an export, its LLM read whole from its folder
+        load_adapter(model, ckpt_dir / "adapter" / "adapter_model.safetensors")
     proj = ckpt_dir / "projectors.safetensors"
     if not proj.is_file():
         raise CheckpointError(f"{proj} not found: the checkpoint folder is incomplete")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from emotion_llama.choices import BACKBONES
+from emotion_llama.choices import BACKBONES, PROMPT_FORMATS, TINY_TOKENIZERS
 from emotion_llama.errors import UserError, WeightsNotFoundError
 
 ENCODER_NAMES = ("eva", "mae", "videomae", "hubert")
@@ -23,7 +23,12 @@ EVA_FRAMES = ("peak", "first")
 
 @dataclass
 class LoraSpec:
-    """The LoRA adapters put on the LLM (peft's LoraConfig fields)."""
+    """The LoRA adapters put on the LLM (peft's LoraConfig fields).
+
+    ``r: 0`` means no adapters at all: the LLM is used as its folder holds it (an export, whose LoRA deltas and
+    ``modules_to_save`` copies are merged into its ``llm/`` folder: :mod:`emotion_llama.model.export`); the
+    other fields are then unused and ``modules_to_save`` must be empty.
+    """
 
     r: int = 64
     alpha: int = 16
@@ -31,6 +36,11 @@ class LoraSpec:
     target_modules: Sequence[str] = ("q_proj", "v_proj")
     # Also fully trained and saved with the adapter (the tiny preset's LLM is random, so LoRA alone is too weak).
     modules_to_save: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the LLM gets adapters (``r > 0``); ``r: 0`` is a merged (exported) LLM."""
+        return self.r > 0
 
 
 class ModelConfigError(UserError, ValueError):
@@ -41,7 +51,8 @@ class ModelConfigError(UserError, ValueError):
 class ModelConfig:
     preset: str = "tiny"
     backbone: str = "emotion_llama"
-    # Local weights. A null LLM path builds a random LLaMA with ``llm_arch`` (the tiny preset).
+    # Local weights. A null LLM path builds a random LLM with ``llm_arch`` (the tiny presets): a transformers config's
+    # fields, ``model_type`` naming the architecture (llama when absent; LLaMA-2-7B's sizes fill what is not given).
     llm_path: str | None = None
     llm_arch: dict[str, Any] = field(default_factory=dict)
     tokenizer_path: str | None = None
@@ -52,6 +63,11 @@ class ModelConfig:
     lora: LoraSpec = field(default_factory=LoraSpec)
     dtype: str = "float32"
     tiny_vocab_size: int = 1024
+    # The chat turn around the prompt (see PROMPT_FORMATS): "release" keeps the release's LLaMA-2 ids exactly;
+    # "chat_template" renders the tokenizer's own template and ends answers with its end-of-turn token.
+    prompt_format: str = "release"
+    # The tiny tokenizer built when there is no tokenizer folder (see TINY_TOKENIZERS).
+    tiny_tokenizer: str = "llama2"
     # Real presets must never fall back to random weights outside a shape-only (meta device) build.
     weights_required: bool = False
     # The frame EVA encodes (see EVA_FRAMES); part of the feature-extraction fingerprint.
@@ -78,6 +94,9 @@ class ModelConfig:
             whole = isinstance(value, int) and not isinstance(value, bool)
             if not (whole or (kind == "number" and isinstance(value, float))) or value < 0:
                 raise ModelConfigError(f"model.{key} must be a {kind} number >= 0, got {value!r}")
+        if not self.lora.enabled and self.lora.modules_to_save:
+            raise ModelConfigError(f"model.lora.r=0 means no adapters, so nothing is trained either: "
+                                   f"model.lora.modules_to_save must be empty, got {list(self.lora.modules_to_save)}")
         if self.backbone not in BACKBONES:
             raise ModelConfigError(f"model.backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if not isinstance(self.instructblip_arch, dict):
@@ -91,6 +110,18 @@ class ModelConfig:
             raise ModelConfigError(f"model.encoder_size must be 'tiny' or 'real', got {self.encoder_size!r}")
         if self.dtype not in DTYPES:
             raise ModelConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ModelConfigError(f"model.prompt_format must be one of {', '.join(PROMPT_FORMATS)}, "
+                                   f"got {self.prompt_format!r}")
+        if self.tiny_tokenizer not in TINY_TOKENIZERS:
+            raise ModelConfigError(f"model.tiny_tokenizer must be one of {', '.join(TINY_TOKENIZERS)}, "
+                                   f"got {self.tiny_tokenizer!r}")
+        if self.tokenizer_path is None and self.llm_path is None and not (self.is_instructblip or self.weights_required):
+            # The tiny LLaMA-2 tokenizer has no chat template; the byte-level ones exist for theirs.
+            wanted = "release" if self.tiny_tokenizer == "llama2" else "chat_template"
+            if self.prompt_format != wanted:
+                raise ModelConfigError(f"model.tiny_tokenizer={self.tiny_tokenizer} goes with "
+                                       f"model.prompt_format={wanted}, got {self.prompt_format}")
         if self.eva_frame not in EVA_FRAMES:
             raise ModelConfigError(f"model.eva_frame must be one of {', '.join(EVA_FRAMES)}, got {self.eva_frame!r}")
         if not isinstance(self.llm_arch, dict):

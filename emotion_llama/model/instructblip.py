@@ -60,7 +60,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from emotion_llama.errors import UserError, WeightsNotFoundError
 from emotion_llama.labels import DFEW_LABELS, MERR_LABELS
 from emotion_llama.model.fusion import IMAGE, MODALITIES, PlaceholderFusion, presence
-from emotion_llama.model.llm import LLAMA2_7B, llama_config
+from emotion_llama.model.llm import LLAMA2_7B, llm_config
 from emotion_llama.model.prompts import (
     DESCRIBE_POOL,
     FEATURE_TOKEN,
@@ -397,7 +397,7 @@ def instructblip_config(
 ) -> InstructBlipConfig:
     """An InstructBlipConfig: ``arch`` holds transformers' ``vision_config``/``qformer_config`` fields and
     ``num_query_tokens`` (missing ones: transformers' defaults, which are Vicuna-7B InstructBLIP's); the LLM is a
-    LLaMA of LLaMA-2-7B's shape overridden by ``llm_arch`` (:func:`~emotion_llama.model.llm.llama_config`)."""
+    LLaMA of LLaMA-2-7B's shape overridden by ``llm_arch`` (:func:`~emotion_llama.model.llm.llm_config`)."""
     arch = dict(arch or {})
     unknown = set(arch) - {"vision_config", "qformer_config", "num_query_tokens"}
     if unknown:
@@ -409,7 +409,7 @@ def instructblip_config(
     return InstructBlipConfig(
         vision_config=dict(arch.get("vision_config") or {}),
         qformer_config=qformer,
-        text_config=llama_config(llm_vocab_size, **dict(llm_arch or {})),
+        text_config=llm_config(llm_vocab_size, **dict(llm_arch or {})),
         num_query_tokens=int(arch.get("num_query_tokens", 32)),
     )
 

@@ -1,4 +1,5 @@
-"""The language model: a Hugging Face causal LM from a local folder (or a tiny random LLaMA) with peft LoRA."""
+"""The language model: a Hugging Face causal LM from a local folder (or a random one of a given architecture) with
+peft LoRA."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from emotion_llama.errors import WeightsNotFoundError
-from emotion_llama.model.config import LoraSpec
+from emotion_llama.model.config import LoraSpec, ModelConfigError
 from emotion_llama.runtime import LOCAL_PLAIN
 
 # LLaMA-2-7B's architecture, for building it on the meta device without a weights folder.
@@ -23,10 +24,26 @@ LLAMA2_7B = dict(
 )
 
 
-def llama_config(vocab_size: int, **arch) -> LlamaConfig:
-    """A LlamaConfig with ``arch`` overriding LLaMA-2-7B's shape (tiny presets pass a few small sizes)."""
-    cfg = {**LLAMA2_7B, **arch, "vocab_size": vocab_size}
-    return LlamaConfig(**cfg, attn_implementation="sdpa")
+def llm_config(vocab_size: int, /, **arch) -> PretrainedConfig:
+    """The transformers config of a random LLM: ``arch['model_type']`` names the architecture (``llama`` when
+    absent, with LLaMA-2-7B's shape under what ``arch`` gives); its other fields are the config's own
+    (``num_key_value_heads``, ``rope_parameters``, ...). ``vocab_size`` wins over ``arch``'s."""
+    arch = dict(arch)
+    model_type = arch.pop("model_type", "llama")
+    base = LLAMA2_7B if model_type == "llama" else {}
+    try:
+        return AutoConfig.for_model(model_type, **{**base, **arch, "vocab_size": vocab_size},
+                                    attn_implementation="sdpa")
+    except ValueError as err:  # an unknown model_type
+        raise ModelConfigError(f"model.llm_arch.model_type={model_type} is not an architecture transformers "
+                               f"knows: {str(err).splitlines()[0]}") from None
+
+
+def folder_config(path: str | Path | None) -> PretrainedConfig | None:
+    """The config.json of an LLM folder, or None when there is none (for shape-only builds on the meta device)."""
+    if path is None or not (Path(path) / "config.json").is_file():
+        return None
+    return AutoConfig.from_pretrained(str(path), **LOCAL_PLAIN)
 
 
 def load_llm(
@@ -36,9 +53,10 @@ def load_llm(
     dtype: torch.dtype = torch.float32,
     config_key: str = "paths.llm",
     device: str | torch.device | None = None,
+    config: PretrainedConfig | None = None,
 ) -> PreTrainedModel:
-    """The base LLM in ``dtype`` on ``device``: pretrained from the local folder ``path``; random with
-    ``arch`` when path is None.
+    """The base LLM in ``dtype`` on ``device``: pretrained from the local folder ``path``; random when path is
+    None, of ``config`` (e.g. a folder's, for a shape-only build) or else of ``arch`` (see :func:`llm_config`).
 
     ``device`` (default: the current default device, normally the CPU) is where the weights are created:
     a weights folder is read straight onto it (``device_map``) and a random model is initialised there,
@@ -47,7 +65,8 @@ def load_llm(
     device = torch.device(device) if device is not None else torch.get_default_device()
     if path is None:
         with torch.device(device):
-            return AutoModelForCausalLM.from_config(llama_config(vocab_size, **(arch or {})), dtype=dtype)
+            config = config or llm_config(vocab_size, **(arch or {}))
+            return AutoModelForCausalLM.from_config(config, dtype=dtype)
     if not Path(path).is_dir():
         raise WeightsNotFoundError("LLM", path, config_key)
     # The CPU keeps transformers' plain loading path (no device_map: no accelerate dispatch hooks).
@@ -57,14 +76,18 @@ def load_llm(
     )
 
 
-def apply_lora(llm: PreTrainedModel, spec: LoraSpec, trainable_dtype: torch.dtype = torch.float32) -> PeftModel:
-    """Freeze the base model and add LoRA adapters (peft), plus any fully trained ``modules_to_save``.
+def apply_lora(llm: PreTrainedModel, spec: LoraSpec,
+               trainable_dtype: torch.dtype = torch.float32) -> PeftModel | PreTrainedModel:
+    """Freeze the base model and add LoRA adapters (peft), plus any fully trained ``modules_to_save``; with
+    ``spec.r == 0`` (no adapters: an exported, merged LLM) just freeze it and return it as it is.
 
     The base keeps its dtype (bf16 for the real preset); every trainable weight is ``trainable_dtype``
     (fp32), so that small optimiser steps are not rounded away. peft keeps the LoRA factors in fp32
     itself (``autocast_adapter_dtype``) and casts their input; the ``modules_to_save`` copies are cast
     here and bridged by hooks (see :func:`upcast_modules_to_save`).
     """
+    if not spec.enabled:
+        return llm.requires_grad_(False)
     config = LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
@@ -94,9 +117,25 @@ def upcast_modules_to_save(model: nn.Module, dtype: torch.dtype = torch.float32)
                 if param.is_floating_point() and param.dtype != dtype:
                     param.data = param.data.to(dtype)  # the same Parameter: tied copies stay tied
             if base_dtype is not None and base_dtype != dtype and not getattr(copy, "_dtype_bridge", False):
-                copy.register_forward_pre_hook(partial(_cast_inputs, dtype=dtype))
-                copy.register_forward_hook(partial(_cast_output, dtype=base_dtype))
-                copy._dtype_bridge = True
+                copy._dtype_bridge = (copy.register_forward_pre_hook(partial(_cast_inputs, dtype=dtype)),
+                                      copy.register_forward_hook(partial(_cast_output, dtype=base_dtype)))
+
+
+def merge_lora(llm: PeftModel) -> PreTrainedModel:
+    """The plain transformers model of ``llm``: its LoRA deltas added into the base weights and the trained
+    ``modules_to_save`` copies in place of their originals (peft's ``merge_and_unload``, which refuses NaN
+    results), the dtype bridges of :func:`upcast_modules_to_save` removed. Done in place (``llm`` is spent);
+    the weights keep their dtypes (the base's; ``trainable_dtype`` for the copies): cast the result as wanted."""
+    merged = llm.merge_and_unload(progressbar=False, safe_merge=True)
+    for module in merged.modules():
+        for handle in getattr(module, "_dtype_bridge", None) or ():
+            handle.remove()
+        module.__dict__.pop("_dtype_bridge", None)
+    inputs, outputs = merged.get_input_embeddings(), merged.get_output_embeddings()
+    if outputs is not None and inputs.weight is not outputs.weight and getattr(merged.config, "tie_word_embeddings",
+                                                                               False):
+        merged.config.tie_word_embeddings = False  # separately trained copies: tying on reload would lose one
+    return merged
 
 
 def _float_dtype(module: nn.Module) -> torch.dtype | None:

@@ -17,6 +17,10 @@ segment encoder; the tiny tokenizer follows the same layout with its own encodin
   go where ``<VideoHere>`` was and ``<FeatureHere>`` stays in the text as characters.
 
 An answer is ``encoder(answer) + [EOS]``, right after the ``]`` of ``[/INST]`` (no ``▁`` 29871 between).
+
+Any other chat LLM (``model.prompt_format=chat_template``): the same user text rendered by the tokenizer's chat
+template, split at the placeholders the same way, the answer ended by the model's end-of-turn token; see
+:mod:`emotion_llama.model.chat`.
 """
 
 from __future__ import annotations
@@ -29,17 +33,15 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from emotion_llama.errors import UserError
+from emotion_llama.model.chat import chat_format, check_prompt_layout
 from emotion_llama.model.prompts import (
     FEATURE_TOKEN,
-    LAYOUTS,
     VIDEO_TOKEN,
     PromptParts,
     clean_answer,
-    format_chat,
     user_message,
     user_text,
 )
-from emotion_llama.model.tokenizer import segment_encoder
 
 IGNORE_INDEX = -100
 log = logging.getLogger(__name__)
@@ -57,7 +59,8 @@ def encode_prompt(
     layout: str = "train",
     max_length: int | None = None,
 ) -> list[int]:
-    """BOS + the chat-wrapped user turn in the release's ``layout`` (see the module doc), ready for the answer.
+    """The user turn wrapped in the tokenizer's chat format (the release's: BOS + ``[INST] ... [/INST]`` in
+    ``layout``; see the module doc), ready for the answer.
 
     ``max_length``: the prompt's token budget. A prompt over it has its subtitle cut, keeping its first words
     and ending it in "...", to the longest beginning that fits (logged); one that does not fit even with no
@@ -88,13 +91,12 @@ def encode_prompt(
 
 def _encode_prompt(tokenizer: PreTrainedTokenizerBase, parts: PromptParts, num_video_tokens: int,
                    num_feature_tokens: int, layout: str) -> list[int]:
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown prompt layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-    encode = segment_encoder(tokenizer)
+    check_prompt_layout(tokenizer, layout)
+    chat = chat_format(tokenizer)
+    encode = chat.encode
     video_id, feature_id = tokenizer.convert_tokens_to_ids([VIDEO_TOKEN, FEATURE_TOKEN])
-    head, rest = _split_once(format_chat(user_message(parts), layout), VIDEO_TOKEN)
-    ids = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    ids += encode(head) + [video_id] * num_video_tokens
+    head, rest = _split_once(chat.wrap(user_message(parts), layout), VIDEO_TOKEN)
+    ids = chat.bos_ids + encode(head) + [video_id] * num_video_tokens
     if layout == "release_eval":
         return ids + [feature_id] * num_feature_tokens + encode(rest)
     middle, tail = _split_once(rest, FEATURE_TOKEN)
@@ -109,9 +111,11 @@ def _split_once(text: str, marker: str) -> tuple[str, str]:
 
 
 def encode_answer(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
-    """The answer's ids followed by EOS; scoring a label uses exactly these ids. Reserved markers in the answer
-    (a ``</s>`` in a reason text) are neutralised as in the prompt (:func:`user_text`)."""
-    return [*segment_encoder(tokenizer)(user_text(answer.strip())), tokenizer.eos_token_id]
+    """The answer's ids followed by the end-of-turn token (LLaMA-2: EOS); scoring a label uses exactly these ids.
+    Reserved markers in the answer (a ``</s>`` in a reason text) are neutralised as in the prompt
+    (:func:`user_text`)."""
+    chat = chat_format(tokenizer)
+    return [*chat.encode(user_text(answer.strip())), chat.end_of_turn_id]
 
 
 def encode_example(

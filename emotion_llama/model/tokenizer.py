@@ -2,7 +2,10 @@
 
 The tiny tokenizer is a byte-fallback BPE with SentencePiece-style ``▁`` word boundaries, like LLaMA's,
 trained in about a second on the prompts, label words and any extra text given (e.g. the synthetic
-captions). Training is deterministic, so the same text always gives the same vocabulary.
+captions). Training is deterministic, so the same text always gives the same vocabulary. The tiny Qwen2 and
+Llama-3 tokenizers (:func:`build_tiny_chat_tokenizer`) are byte-level BPEs trained the same way, with those models'
+special tokens and a chat template of the same form (ChatML with Qwen's default system turn; Llama-3's headers
+with its date lines).
 
 Prompt text is encoded one segment at a time by :func:`segment_encoder` (a ``str -> list[int]`` callable
 derived from the tokenizer), as the release's slow LLaMA tokenizer did with ``add_special_tokens=False``:
@@ -102,6 +105,58 @@ def build_tiny_tokenizer(extra_texts: Iterable[str] = (), vocab_size: int = 1024
     return add_placeholders(hf)
 
 
+# ------------------------------------------------------------------------ tiny Qwen2 / Llama-3 tokenizers
+# Chat templates of the same form as the real models' (REFERENCE: one user turn renders exactly like theirs),
+# written for the tiny tokenizers; transformers renders them.
+QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+CHATML_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}"
+    "{%- set turns = messages[1:] %}{%- else %}{%- set system = '" + QWEN_SYSTEM + "' %}"
+    "{%- set turns = messages %}{%- endif %}"
+    "{{- '<|im_start|>system\n' + system + '<|im_end|>\n' }}"
+    "{%- for m in turns %}{{- '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+LLAMA3_SYSTEM = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+LLAMA3_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] | trim %}"
+    "{%- set turns = messages[1:] %}{%- else %}{%- set system = '' %}{%- set turns = messages %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\n\n" + LLAMA3_SYSTEM + "' + system + '<|eot_id|>' }}"
+    "{%- for m in turns %}{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim"
+    " + '<|eot_id|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
+)
+# kind -> (special tokens in id order, bos, eos (= end of turn of the instruct models), pad, chat template)
+TINY_CHAT_TOKENIZERS = {
+    "qwen2": (("<|endoftext|>", "<|im_start|>", "<|im_end|>"), None, "<|im_end|>", "<|endoftext|>",
+              CHATML_TEMPLATE),
+    "llama3": (("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                "<|eot_id|>", "<|finetune_right_pad_id|>"), "<|begin_of_text|>", "<|eot_id|>",
+               "<|finetune_right_pad_id|>", LLAMA3_TEMPLATE),
+}
+
+
+def build_tiny_chat_tokenizer(kind: str, extra_texts: Iterable[str] = (), vocab_size: int = 1024
+                              ) -> PreTrainedTokenizerFast:
+    """A byte-level BPE of ``vocab_size`` (pieces first, then the model's special tokens, then the placeholders)
+    with the special tokens and chat template of ``kind`` (``qwen2`` or ``llama3``), trained deterministically on
+    the project's prompts as rendered by that template."""
+    specials, bos, eos, pad, template = TINY_CHAT_TOKENIZERS[kind]
+    texts = _corpus(extra_texts) + [QWEN_SYSTEM if kind == "qwen2" else LLAMA3_SYSTEM] * 20
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=max(vocab_size - len(specials), 300), min_frequency=2,
+                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.add_special_tokens(list(specials))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
+                                 clean_up_tokenization_spaces=False)
+    hf.chat_template = template
+    return add_placeholders(hf)
+
+
 def add_placeholders(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """Register ``<VideoHere>``/``<FeatureHere>`` as special tokens (ids after the LLM's vocabulary), and attach
     the SentencePiece model of a tokenizer loaded from a folder holding one (see :func:`attach_sentencepiece`)."""
@@ -109,8 +164,9 @@ def add_placeholders(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerB
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
     if tokenizer.pad_token is None:
-        # LLaMA-2 ships without a pad token; pad positions are masked everywhere, so unk is safe.
-        tokenizer.pad_token = tokenizer.unk_token
+        # LLaMA-2 and Llama-3 ship without a pad token; pad positions are masked everywhere, so unk (or, for a
+        # byte-level vocabulary without one, EOS) is safe.
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     return attach_sentencepiece(tokenizer)
 
 
