@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 PIP_TOOLS := pip-tools==7.7.0
 
-.PHONY: install test test-slow test-all test-latest demo demo-image demo-text app lint lock check-lock clean
+.PHONY: install test test-slow test-all test-latest demo demo-image demo-text app lint lock check-lock clean \
+	bench-gpu
 
 # The venv is the lock, line for line: pip installs exactly its pins (--require-hashes refuses anything unpinned),
 # the project goes in editable without dependencies, and the result is checked against the lock. pip speaks only
@@ -55,6 +56,12 @@ demo-text: install
 # (Gradio); overrides through ARGS, e.g. make app ARGS='checkpoint=DIR paths.llm=/models/llama port=8080'.
 app: install
 	$(BIN)/python tools/app.py $(ARGS)
+
+# The real-size GPU figures (BENCHMARKS.md): one H100/H200, at most 8 minutes, random weights, one JSON file
+# ($OUT/gpu_check.json, else outputs/gpu_check.json). No install step: it runs .venv's Python when there is one,
+# else PYTHON or python3 with the project installed. ARGS='--dry-run' runs the same steps on the CPU, tiny presets.
+bench-gpu:
+	tools/gpu_check.sh $(ARGS)
 
 # Re-resolve every dependency list of pyproject.toml to the newest releases it admits (run make test-latest first).
 lock:

@@ -2,12 +2,16 @@
 measurement."""
 
 import json
+import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from bench import TABLE_END, append_rows, main, prepare_set, preset_config, random_real_model
+from bench import TABLE_END, append_rows, bench_encoders, main, prepare_set, preset_config, random_real_model
 
 from emotion_llama.model.builder import build_tokenizer
 
@@ -99,13 +103,101 @@ def test_appended_rows_stay_in_the_table_when_sections_follow(tmp_path):
     assert text.count("| date | machine |") == 1
 
 
-def test_the_real_size_benchmark_model_is_the_one_training_builds():
+@pytest.mark.parametrize(("preset", "vocab"), [("emotion_llama_7b", 32000), ("emotion_qwen2_5_7b", 152064)])
+def test_the_real_size_benchmark_model_is_the_one_training_builds(preset, vocab):
     """At real size the benchmark builds through build_model (fp32 trainables, the base in bf16) and keeps the
     LLM's real vocabulary under the small prompt tokenizer: checked on the meta device, no memory used."""
-    cfg = preset_config("emotion_llama_7b")
+    cfg = preset_config(preset)
     tokenizer = build_tokenizer(replace(cfg, llm_path=None, tokenizer_path=None), ["a smile"])
     model = random_real_model(cfg, tokenizer, torch.device("meta"))
-    assert model.llm.get_input_embeddings().weight.shape[0] == 32000
+    assert model.llm.get_input_embeddings().weight.shape[0] == vocab
     trainable = {p.dtype for p in model.parameters() if p.requires_grad}
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
     assert trainable == {torch.float32} and frozen == {torch.bfloat16}
+
+
+def test_presets_are_composed_as_the_commands_compose_them():
+    """A preset that inherits another through its Hydra defaults list (tiny_qwen2 is tiny with a Qwen2 LLM) is
+    composed, and the paths named on the command line still reach it."""
+    qwen = preset_config("tiny_qwen2")
+    assert qwen.preset == "tiny_qwen2" and qwen.encoder_size == "tiny" and qwen.llm_arch["model_type"] == "qwen2"
+    assert qwen.llm_arch["hidden_size"] == preset_config("tiny").llm_arch["hidden_size"]  # inherited from tiny
+    real = preset_config("emotion_qwen2_5_7b", {"llm": "/models/qwen", "eva": "/models/eva.pth"})
+    assert real.llm_path == "/models/qwen" and real.encoder_paths["eva"] == "/models/eva.pth"
+    assert real.llm_arch["vocab_size"] == 152064 and real.lora.r == 64  # its own shape, the 7B preset's LoRA
+
+
+def test_real_size_encoders_without_weights_are_random_at_their_real_size():
+    """Extraction at real size with no encoder paths: random weights of the real architectures (checked on the
+    meta device, no memory used); the commands themselves keep refusing a real preset without its weights."""
+    encoders = bench_encoders(preset_config("emotion_llama_7b"), torch.device("meta"))
+    assert list(encoders) == ["eva", "mae", "videomae", "hubert"]
+    assert encoders["eva"].num_features == 1408 and encoders["eva"].num_patches == 1024
+    assert sum(p.numel() for p in encoders["eva"].parameters()) > 0.9e9
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when there is no GPU")
+def test_real_size_random_scoring_and_extraction_need_a_gpu(capsys):
+    assert "pass device=cuda" in one_line_error(capsys, ["eval", "model=emotion_qwen2_5_7b", "device=cpu"])
+    assert "pass device=cuda" in one_line_error(capsys, ["extract", "model=emotion_llama_7b", "device=cpu"])
+
+
+def test_stage_is_a_bench_key_despite_the_stage_config_group(capsys):
+    assert "use stage=coarse or stage=fine" in one_line_error(capsys, ["train", "stage=middle"])
+
+
+@pytest.mark.slow
+def test_eval_at_real_encoder_size_scores_random_weights_alone(capsys, work_dir, monkeypatch):
+    """The real-size scoring path (a random model, random features of the real encoders' shapes, our protocol
+    only), run on the CPU with the tiny LLM in place of the 7B one."""
+    import bench as bench_module
+
+    tiny = bench_module.preset_config
+    monkeypatch.setattr(bench_module, "preset_config", lambda preset, paths=None: replace(
+        tiny(preset, paths), encoder_size="real", encoder_paths={}) if preset == "tiny" else tiny(preset, paths))
+    monkeypatch.setattr(bench_module, "needs_gpu", lambda *args: None)
+    (result,) = bench(capsys, work_dir, "eval", "original=false", "batch=8", "min_time=0.1")
+    assert result["weights"] == "random" and result["features"] == "random, in memory"
+    assert result["clips"] == 16 and result["labels"] == 9 and result["ours_clips_per_s"] > 0
+    assert result["original_protocol"] is None and "original_clips" not in result
+
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.sh"
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_writes_every_measurement(tmp_path):
+    """tools/gpu_check.sh --dry-run: the GPU script's steps on the CPU with the tiny presets, one JSON file."""
+    out = tmp_path / "check" / "gpu_check.json"
+    env = {**os.environ, "WORK_DIR": str(tmp_path / "work"), "PYTHON": sys.executable}
+    done = subprocess.run([str(GPU_CHECK), "--dry-run", f"out={out}"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"wrote {out}" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["dry_run"] is True and report["ok"] is True and 0 < report["total_wall_s"] < 600
+    steps = {s["name"]: s for s in report["steps"]}
+    assert list(steps) == ["prepare", "train_llama2_7b", "train_qwen2_5_7b", "eval_llama2_7b", "eval_qwen2_5_7b",
+                           "extract_real_encoders", "mem_24gb_llama2_7b", "mem_24gb_qwen2_5_7b"]
+    assert all(s["status"] == "ok" and s["error"] is None and s["results"] for s in steps.values())
+
+    def finite(result: dict, *keys: str) -> None:
+        for key in keys:
+            assert isinstance(result[key], (int, float)) and math.isfinite(result[key]) and result[key] > 0, key
+
+    for name in ("train_llama2_7b", "train_qwen2_5_7b"):
+        results = steps[name]["results"]
+        assert [r["variant"] for r in results] == ["bf16", "bf16+ckpt"]
+        for r in results:
+            finite(r, "tokens_per_s", "mfu", "peak_mem_mb", "peak_flops")
+    for name in ("eval_llama2_7b", "eval_qwen2_5_7b"):
+        (r,) = steps[name]["results"]
+        assert r["batch"] == 16 and r["labels"] == 9 and r["original_protocol"] is None
+        finite(r, "ours_clips_per_s", "peak_mem_mb")
+    (r,) = steps["extract_real_encoders"]["results"]
+    finite(r, "decode_clips_per_s", "extract_clips_per_s", "peak_mem_mb")
+    for name in ("mem_24gb_llama2_7b", "mem_24gb_qwen2_5_7b"):
+        (r,) = steps[name]["results"]
+        assert r["batch"] == 1 and r["variant"] == "bf16+ckpt" and r["stage"] == "fine"
+        finite(r, "tokens_per_s", "peak_mem_mb")
+    assert {r["preset"] for s in report["steps"] for r in s["results"] if "preset" in r} == {"tiny", "tiny_qwen2"}

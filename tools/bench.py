@@ -41,7 +41,8 @@ from emotion_llama.datasets.features import FeatureStore, LazyFeatures
 from emotion_llama.datasets.instruction import EpochSampler, MERRDataset, collate, load_records
 from emotion_llama.datasets.merr import read_merr_txt
 from emotion_llama.datasets.synthetic import generate
-from emotion_llama.encoders.build import build_encoders, encoder_shapes
+from emotion_llama.encoders import ENCODERS
+from emotion_llama.encoders.build import build_encoders, encoder_config, encoder_shapes
 from emotion_llama.encoders.extract import VideoFolder, decode_clip, extract_folder
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import Evaluator
@@ -50,7 +51,7 @@ from emotion_llama.inference.video import Predictor
 from emotion_llama.labels import MERR_LABELS
 from emotion_llama.model.builder import build_model, build_tokenizer
 from emotion_llama.model.checkpoint import load_checkpoint, save_checkpoint
-from emotion_llama.model.config import ModelConfig
+from emotion_llama.model.config import ENCODER_NAMES, ModelConfig
 from emotion_llama.model.llm import LLAMA2_7B
 from emotion_llama.runtime import resolve_device
 from emotion_llama.training.lightning import EmotionLLaMAModule
@@ -154,6 +155,19 @@ class GpuUtilisation:
 # ---------------------------------------------------------------------------------------------- set-up
 
 
+def compose_preset(preset: str) -> DictConfig:
+    """``{paths, model}`` with the ``model`` preset composed by Hydra, as the commands compose it: a preset may
+    inherit another through its ``defaults`` list (``tiny_qwen2`` is ``tiny`` with another LLM)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    # Inside a command (tools/bench.py) Hydra is already initialised on conf/; a direct call (tests) starts it.
+    ready = GlobalHydra.instance().is_initialized()
+    with contextlib.nullcontext() if ready else initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("inspect_model", overrides=[f"model={preset}"])
+    return OmegaConf.create({"paths": cfg.paths, "model": cfg.model})
+
+
 def preset_config(preset: str, paths: Mapping[str, object] | None = None):
     """The ``model`` preset resolved against ``conf/paths`` and the ``paths`` named on the command line.
 
@@ -166,7 +180,7 @@ def preset_config(preset: str, paths: Mapping[str, object] | None = None):
         known = ", ".join(sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
         raise UserError(f"unknown preset {preset!r}: use one of {known}")
     given = {k: str(v) for k, v in (paths or {}).items()}
-    cfg = OmegaConf.create({"paths": OmegaConf.load(CONF / "paths" / "default.yaml"), "model": OmegaConf.load(file)})
+    cfg = compose_preset(preset)
     cfg.paths = OmegaConf.merge(cfg.paths, given)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     if model["encoder_size"] == "tiny" and "tiny_encoders" not in given:
@@ -334,12 +348,24 @@ def train_model(cfg, bset: BenchSet, args: argparse.Namespace, device: torch.dev
         model, _, tokenizer = load_checkpoint(bench_checkpoint(cfg, bset, args.work_dir, args.checkpoint), device=device)
         return model, tokenizer, bset.store()
 
-    tokenizer = build_tokenizer(replace(cfg, llm_path=None, tokenizer_path=None),
-                                [t for r in bset.records("train") for t in (r.subtitle, r.caption, r.reason)])
+    tokenizer = prompt_tokenizer(cfg, bset)
     torch.manual_seed(0)
     model = random_real_model(cfg, tokenizer, device)
     shapes = encoder_shapes(cfg)
     return model, tokenizer, RandomFeatures(shapes.dims, shapes.eva_patches)
+
+
+def prompt_tokenizer(cfg, bset: BenchSet):
+    """The small tokenizer (of the preset's prompt format) that writes a real-size random model's prompts."""
+    return build_tokenizer(replace(cfg, llm_path=None, tokenizer_path=None),
+                           [t for r in bset.records("train") for t in (r.subtitle, r.caption, r.reason)])
+
+
+def needs_gpu(cfg, device: torch.device, what: str) -> None:
+    """A real-size model with random weights is only benchmarked on a GPU (on a CPU it would take hours)."""
+    if device.type != "cuda":
+        raise UserError(f"model={cfg.preset} {what} a real-size model with random weights and is only "
+                        "benchmarked on a GPU: pass device=cuda on a machine with one")
 
 
 def bench_train_variant(cfg, bset: BenchSet, args: argparse.Namespace, device: torch.device, variant: Variant) -> dict:
@@ -373,9 +399,8 @@ def bench_train(args: argparse.Namespace) -> list[dict]:
     variants = [Variant.parse(v) for v in args.variants.split(",")] if args.variants else [
         Variant.parse("bf16" if device.type == "cuda" else "fp32")]
     cfg = preset_config(args.preset, args.paths)
-    if cfg.encoder_size != "tiny" and device.type != "cuda":
-        raise UserError(f"model={args.preset} trains a real-size model with random weights and is only "
-                        "benchmarked on a GPU: pass device=cuda on a machine with one")
+    if cfg.encoder_size != "tiny":
+        needs_gpu(cfg, device, "trains")
     bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, preset_config("tiny"))
     results = []
     for variant in variants:
@@ -401,33 +426,57 @@ def count_calls(module: torch.nn.Module) -> Iterator[list[int]]:
 
 
 def bench_eval(args: argparse.Namespace) -> list[dict]:
-    """Our score protocol (batched label scoring) against the original (batch 1, greedy, last word)."""
+    """Our score protocol (batched label scoring) against the original (batch 1, greedy, last word); with
+    ``original=false`` ours alone. A real-size preset without ``checkpoint`` or ``paths.llm`` is scored with
+    random weights (as ``train`` builds them) on random features of the real encoders' shapes, held in memory."""
 
     device = resolve_device(args.device)
     cfg = preset_config(args.preset, args.paths)
-    bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, cfg)
-    checkpoint = bench_checkpoint(cfg, bset, args.work_dir, args.checkpoint)
-    core = InferenceCore.load(checkpoint, args.paths, device)
-    names = bset.names("test")
-    subset = names[: args.clips]
-    features, subtitles = LazyFeatures(bset.store(), names), bset.subtitles()
+    random_real = cfg.encoder_size != "tiny" and args.checkpoint is None and cfg.llm_path is None
     batch = args.batch or 16
+    if random_real:
+        needs_gpu(cfg, device, "scores with")
+        bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, preset_config("tiny"))
+        tokenizer = prompt_tokenizer(cfg, bset)
+        torch.manual_seed(0)
+        core = InferenceCore(random_real_model(cfg, tokenizer, device), tokenizer, cfg, device)
+        shapes = encoder_shapes(cfg)
+        store = RandomFeatures(shapes.dims, shapes.eva_patches)
+        test, given = bset.names("test"), bset.subtitles()
+        # Two full batches at least, each clip with a test clip's subtitle: the batch size, not the set, is timed.
+        names = [f"{test[i % len(test)]}_{i}" for i in range(max(len(test), 2 * batch))]
+        subtitles = {n: given.get(test[i % len(test)], "") for i, n in enumerate(names)}
+        features: Mapping[str, dict] = {n: store.load(n) for n in names}
+    else:
+        bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, cfg)
+        checkpoint = bench_checkpoint(cfg, bset, args.work_dir, args.checkpoint)
+        core = InferenceCore.load(checkpoint, args.paths, device)
+        names = bset.names("test")
+        features, subtitles = LazyFeatures(bset.store(), names), bset.subtitles()
+    subset = names[: args.clips]
     ours = Evaluator(core, MERR_LABELS, batch_size=batch)
-    original = Evaluator(core, MERR_LABELS, batch_size=1, max_new_tokens=args.max_new_tokens)
     ours.run(names[:batch], subtitles, features, "score")  # warm-up: first calls pay one-off costs
-    Evaluator(core, MERR_LABELS, batch_size=1, max_new_tokens=2).run(subset[:1], subtitles, features, "generate")
     ours_s, repeats = timed_repeats(lambda: ours.run(names, subtitles, features, "score"), device, args.min_time)
-    answers: list = []
-    with count_calls(core.model.llm.get_base_model()) as steps:
-        original_s = timed(lambda: answers.extend(original.run(subset, subtitles, features, "generate")), device)
-    ours_rate, original_rate = len(names) * repeats / ours_s, len(subset) / original_s
+    ours_rate = len(names) * repeats / ours_s
     dtype = "bf16" if device.type == "cuda" else "fp32"  # the inference core's autocast policy
-    return [base_result("eval", args, device, dtype, batch) | {
+    result = base_result("eval", args, device, dtype, batch) | {
         # A random model never emits EOS, so the original protocol runs to max_new_tokens on it: the fair
         # baseline is a trained model that answers and stops (checkpoint=the demo's model).
         "weights": "trained" if args.checkpoint else "random",
-        "clips": len(names), "repeats": repeats, "ours_protocol": "score (batched, shared-prefix label scoring)",
+        "features": "random, in memory" if random_real else "cached",
+        "clips": len(names), "labels": len(MERR_LABELS), "repeats": repeats,
+        "ours_protocol": "score (batched, shared-prefix label scoring)",
         "ours_clips_per_s": ours_rate, "throughput": ours_rate, "throughput_unit": "clips/s",
+    }
+    if not args.original:
+        return [result | {"original_protocol": None, "peak_mem_mb": peak_memory_mb(device)}]
+    original = Evaluator(core, MERR_LABELS, batch_size=1, max_new_tokens=args.max_new_tokens)
+    Evaluator(core, MERR_LABELS, batch_size=1, max_new_tokens=2).run(subset[:1], subtitles, features, "generate")
+    answers: list = []
+    with count_calls(core.model.llm.get_base_model()) as steps:
+        original_s = timed(lambda: answers.extend(original.run(subset, subtitles, features, "generate")), device)
+    original_rate = len(subset) / original_s
+    return [result | {
         "original_protocol": "generate (batch 1, greedy, last word, else neutral)", "original_batch": 1,
         "original_clips": len(subset), "original_max_new_tokens": args.max_new_tokens,
         "original_mean_new_tokens": steps[0] / len(subset),
@@ -440,10 +489,31 @@ def bench_eval(args: argparse.Namespace) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- extract
 
 
+def unset_real_encoders(cfg) -> list[str]:
+    """The encoders of a real-size preset whose weight paths are unset (none for the tiny preset, whose
+    encoders are seeded random without them)."""
+    return [] if cfg.encoder_size == "tiny" else [n for n in ENCODER_NAMES if not cfg.encoder_paths.get(n)]
+
+
+def bench_encoders(cfg, device: torch.device) -> dict:
+    """The preset's encoders as extraction builds them; a real-size preset's encoders whose paths are unset are
+    built at their real size with seeded random weights, on ``device`` (speed does not depend on the weights).
+    Only here: the commands refuse a real-size preset without its weights."""
+    unset = unset_real_encoders(cfg)
+    given = build_encoders(cfg, [n for n in ENCODER_NAMES if n not in unset], random_tiny_ok=True)
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(0)
+        made = {n: ENCODERS[n].from_config(encoder_config(cfg, n)) for n in unset}
+    return {n: given[n] if n in given else made[n] for n in ENCODER_NAMES}
+
+
 def bench_extract(args: argparse.Namespace) -> list[dict]:
     """Decoding alone (DataLoader workers) beside the full extraction (decode, encode, write) of the same videos."""
     device = resolve_device(args.device)
     cfg = preset_config(args.preset, args.paths)
+    random_names = unset_real_encoders(cfg)
+    if random_names:
+        needs_gpu(cfg, device, "extracts with")
     bset = prepare_set(args.data, args.work_dir, args.clips_per_label, args.workers, preset_config("tiny"))
     names = bset.names("test")
     names = names[: args.clips] if args.clips else names
@@ -451,7 +521,7 @@ def bench_extract(args: argparse.Namespace) -> list[dict]:
     decode_clip(paths[0])  # warm-up: the first decode loads the codec libraries
     loader = DataLoader(VideoFolder(paths), batch_size=batch, num_workers=args.workers, collate_fn=list)
     decode_s = timed(lambda: [None for _ in loader], device)
-    encoders = build_encoders(cfg, random_tiny_ok=True)
+    encoders = bench_encoders(cfg, device)
     extract = partial(extract_folder, bset.root / "videos", cfg=cfg, batch_size=batch, num_workers=args.workers,
                       progress=False, encoders=encoders, accelerator="gpu" if device.type == "cuda" else "cpu")
     with tempfile.TemporaryDirectory() as warm:
@@ -463,6 +533,7 @@ def bench_extract(args: argparse.Namespace) -> list[dict]:
         "clips": len(paths), "workers": args.workers, "decode_clips_per_s": len(paths) / decode_s,
         "extract_clips_per_s": len(paths) / extract_s, "throughput": len(paths) / extract_s,
         "throughput_unit": "clips/s (full extraction, Trainer set-up included)", "extracted_ok": counts[0].ok,
+        "encoder_size": cfg.encoder_size, "random_encoders": random_names,
         "gpu_util": util.mean, "peak_mem_mb": peak_memory_mb(device),
     }]
 
@@ -560,7 +631,8 @@ def bench_args(cfg: DictConfig, call: Call) -> argparse.Namespace:
         paths={k: str(v) for k, v in call.named_paths(cfg).items()},
         data=Path(cfg.data_dir) if cfg.data_dir else None, work_dir=Path(cfg.work_dir),
         clips_per_label=cfg.clips_per_label, batch=cfg.batch, threads=cfg.threads, workers=cfg.workers,
-        clips=cfg.clips, max_new_tokens=cfg.max_new_tokens, min_time=cfg.min_time, variants=variants,
+        clips=cfg.clips, max_new_tokens=cfg.max_new_tokens, min_time=cfg.min_time, original=cfg.original,
+        variants=variants,
         steps=cfg.steps, warmup=cfg.warmup, stage=cfg.stage, max_length=cfg.max_length, peak_flops=cfg.peak_flops,
         append=Path("BENCHMARKS.md") if append is True else Path(append) if append else None,
         note=cfg.note, date=str(cfg.date) if cfg.date else datetime.date.today().isoformat(),
@@ -590,7 +662,9 @@ def run_bench(cfg: DictConfig, call: Call) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python tools/bench.py MODE [key=value ...]``; see ``--help`` (conf/bench.yaml)."""
-    return run("bench", run_bench, argv, positional="MODE", literal=("checkpoint", "data_dir", "work_dir", "append", "note"))
+    # stage is also the name of a config group (conf/stage): its value is set as typed, past Hydra's group override.
+    return run("bench", run_bench, argv, positional="MODE",
+               literal=("checkpoint", "data_dir", "work_dir", "append", "note", "stage"))
 
 
 if __name__ == "__main__":
