@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from emotion_llama.choices import BACKBONES, FACE_DETECTORS, PROMPT_FORMATS, TINY_TOKENIZERS
+from emotion_llama.datasets.unibench import UNIBENCH_SETS
 from emotion_llama.errors import UserError
 from emotion_llama.labels import resolve_labels
 from emotion_llama.runtime import resolve_device
@@ -409,6 +410,22 @@ RULES: dict[str, dict[str, Check]] = {
         "data.limit": integer(1, nullable=True),
         "paths.embedder": existing_dir("a sentence-embedding model (paths.embedder=DIR)", nullable=True),
         **IMAGINE,
+        # MER-UniBench (emotion_llama.evaluation.unibench): the sets, the wheels' level, answer -> words. The
+        # wheel folder is checked by its reader (a synthetic config's is written on first use).
+        "data.set": choice(*UNIBENCH_SETS),
+        "data.sets": subset(*UNIBENCH_SETS),
+        "eval.level": choice(1, 2),
+        "paths.emotion_wheel": text(),
+        "extractor.kind": choice("rule", "local", "openai"),
+        "extractor.model": text(),
+        "extractor.base_url": text(),
+        "extractor.api_key_env": text(),
+        "extractor.temperature": number(0),
+        "extractor.max_new_tokens": integer(1),
+        "extractor.batch_size": integer(1),
+        "extractor.seed": integer(0),
+        "extractor.device": device(),
+        "extractor.cache": output_path(),
     },
     "eval_reasoning": {
         "device": device(),
@@ -484,6 +501,14 @@ RULES: dict[str, dict[str, Check]] = {
     "bench_faces": {"synthetic_dir": existing_dir("a synthetic set (synthetic_dir=DIR)", nullable=True),
                     "detectors": subset(*FACE_DETECTORS, "dlib"), "search": lambda key, value: _folders(key, value),
                     "repeats": integer(1), "json": output_path()},
+    "score_openset": {
+        "gold": existing_file("the true labels (gold=FILE: a name,openset CSV)"),
+        "pred": existing_file("the predictions (pred=FILE: a name,openset CSV or an *-openset.npz)"),
+        "metric": choice("set", "hit"),
+        "level": choice(1, 2),
+        "paths.emotion_wheel": existing_dir("your own copy of the emotion wheels (format.csv, synonym.xlsx, "
+                                            "wheel1..wheel5.xlsx): paths.emotion_wheel=DIR"),
+    },
 }
 
 

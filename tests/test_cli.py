@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 TOOLS = {
     "train.py": "experiment=", "eval.py": "checkpoint=", "eval_reasoning.py": "checkpoint=",
     "infer.py": "checkpoint=", "extract_features.py": "input_dir=", "import_official.py": "ckpt=",
-    "inspect_model.py": "model=", "bench.py": "checkpoint=", "demo.py": "demo_dir=", "make_synthetic.py": "out_dir=",
+    "export.py": "out=",
+    "inspect_model.py": "model=", "score_openset.py": "gold=", "bench.py": "checkpoint=", "demo.py": "demo_dir=", "make_synthetic.py": "out_dir=",
     "app.py": "checkpoint=", "make_instructions.py": "data_root=", "make_synthetic_images.py": "key=value",
     "bench_faces.py": "detectors=", "demo_text.py": "per_label=",
 }

@@ -34,6 +34,7 @@ def test_the_demo_key_reaches_pretraining_extraction_evaluation_and_inference(tm
     cfg = demo_cfg(tmp_path, "face_detector=haar")
     seen = {}
     monkeypatch.setattr(prepare, "generate", lambda *a, **k: None)
+    monkeypatch.setattr(prepare, "write_synthetic_unibench", lambda *a, **k: None)
     monkeypatch.setattr(prepare, "pretrain_tiny_encoders",
                         lambda *a, face_detector=None, **k: seen.setdefault("pretrain", face_detector))
     monkeypatch.setattr(prepare, "extract_folder",

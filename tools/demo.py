@@ -17,6 +17,7 @@ from emotion_llama.commands.infer import infer
 from emotion_llama.errors import UserError
 from emotion_llama.evaluation.evaluate import evaluate
 from emotion_llama.evaluation.reasoning import evaluate_reasoning
+from emotion_llama.evaluation.unibench import evaluate_unibench
 from emotion_llama.fileio import atomic_write_text, json_text
 from emotion_llama.inference.video import Failure
 from emotion_llama.training.train import train
@@ -47,6 +48,16 @@ def _eval(cfg: DictConfig, checkpoint: str, data: str, tag: str = "", drop: str 
     report = evaluate(compose(config_name="eval", overrides=overrides))
     return {k: report[k] for k in ("war", "uar", "weighted_f1", "macro_f1")} | {
         "metrics": f"{cfg.demo_dir}/eval/{data}{tag}/metrics.json"}
+
+
+def _openset(cfg: DictConfig, checkpoint: str) -> dict:
+    """MER-UniBench's open-vocabulary protocol on the synthetic test clips (OV-MERD+'s layout, synthetic wheel,
+    rule-based extraction): the set F-score of the answers' emotion words."""
+    run_dir = f"{cfg.demo_dir}/eval/synthetic_ov"
+    overrides = [f"paths.output_dir={cfg.paths.output_dir}", "data=synthetic_ov", f"checkpoint={checkpoint}",
+                 f"run_dir={run_dir}", f"face_detector={cfg.face_detector}"]
+    report = evaluate_unibench(compose(config_name="eval", overrides=overrides))
+    return {k: report[k] for k in ("fscore", "precision", "recall")} | {"metrics": f"{run_dir}/metrics.json"}
 
 
 def _reasoning(cfg: DictConfig, checkpoint: str) -> dict:
@@ -84,6 +95,8 @@ def run_demo(cfg: DictConfig) -> dict:
     ablation = {m: _eval(cfg, ckpt, "synthetic", f"_no_{m}", f"[{m}]") for m in ("visual", "audio", "text")}
     dfew = _eval(cfg, ckpt, "dfew")
     mer = _eval(cfg, ckpt, "mer2023")
+    log.info("open-vocabulary answers (MER-UniBench's OV-MERD+ protocol) on the test clips")
+    openset = _openset(cfg, ckpt)
     first_test = Path(cfg.paths.synthetic_dir, "splits", "test.txt").read_text().split()[0]
     video = Path(cfg.paths.synthetic_dir, "videos", f"{first_test}.mp4")
     log.info("explanations of the test clips, checked against their cues")
@@ -95,6 +108,7 @@ def run_demo(cfg: DictConfig) -> dict:
         "ablation_war": {m: r["war"] for m, r in ablation.items()},
         "ablation_drop": {m: test["war"] - r["war"] for m, r in ablation.items()},
         "dfew": dfew, "mer2023": mer,
+        "openset_fscore": openset["fscore"], "openset": openset,
         "stage1": coarse["metrics"], "stage2": fine["metrics"],
         "reasoning": reasoning,
         "inference": inference,
@@ -112,9 +126,12 @@ def format_summary(s: dict) -> str:
         f"WAR with one modality dropped: {drops}",
         f"DFEW format (5 folds): WAR {s['dfew']['war']:.3f}  UAR {s['dfew']['uar']:.3f}",
         f"MER2023 format: weighted F1 {s['mer2023']['weighted_f1']:.3f}",
+        f"open vocabulary (OV-MERD+ layout, synthetic wheel, rule extractor): set F-score {s['openset_fscore']:.3f}"
+        f"  (precision {s['openset']['precision']:.3f}, recall {s['openset']['recall']:.3f})",
         f"explanations: {_cue_line(s['reasoning'])}",
         f"inference on {s['inference']['video']}: {s['inference']['emotion']}; card {s['card']}",
-        f"checkpoint {s['checkpoint']} (tools/infer.py uses it by default)",
+        f"checkpoint {s['checkpoint']}" + (" (tools/infer.py uses it by default)" if s["model"] == DEFAULT_MODEL
+                                           else f" (tools/infer.py checkpoint={s['checkpoint']})"),
         f"{s['minutes']:.1f} minutes",
     ])
 

@@ -28,11 +28,11 @@ import torch
 
 from emotion_llama.errors import UserError
 from emotion_llama.labels import MERR_LABELS
+from emotion_llama.model.chat import chat_format, check_prompt_layout
 from emotion_llama.model.checkpoint import load_checkpoint, read_config, read_labels
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import PlaceholderFusion
 from emotion_llama.model.instructblip import ImageTransform
-from emotion_llama.model.chat import chat_format, check_prompt_layout
 from emotion_llama.model.prompts import LAYOUTS, PromptParts, answer_text, canonical_instruction
 from emotion_llama.model.sequences import encode_answer, encode_prompt, pad_batch
 from emotion_llama.runtime import (
@@ -161,10 +161,13 @@ class InferenceCore:
 
     @torch.no_grad()
     def generate(self, subtitles: Sequence[str], features: Mapping[str, torch.Tensor], task: str = "emotion",
-                 labels: Sequence[str] = MERR_LABELS, max_new_tokens: int = 64, media: str = "video") -> list[str]:
-        """Greedy answers to the task's canonical instruction (the emotion one lists ``labels``)."""
-        ids, mask = self.prompts(subtitles, task, canonical_instruction(task, labels, media), media,
-                                 answer_room=max_new_tokens)
+                 labels: Sequence[str] = MERR_LABELS, max_new_tokens: int = 64, media: str = "video",
+                 instruction: str | None = None) -> list[str]:
+        """Greedy answers to the task's canonical instruction (the emotion one lists ``labels``), or to
+        ``instruction`` when given (in the same user template, under the same task tag: e.g. MER-UniBench's
+        open-vocabulary question)."""
+        instruction = canonical_instruction(task, labels, media) if instruction is None else instruction
+        ids, mask = self.prompts(subtitles, task, instruction, media, answer_room=max_new_tokens)
         with self.autocast():
             new = self.model.generate(ids, mask, self._features(features), max_new_tokens=max_new_tokens,
                                       pad_token_id=self.tokenizer.pad_token_id,

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from emotion_llama.datasets.emoset import SPLITS, read_emoset
 from emotion_llama.datasets.synthetic.images import generate_images
+from emotion_llama.datasets.synthetic.unibench import write_synthetic_unibench
 from emotion_llama.datasets.synthetic.writer import generate
 from emotion_llama.encoders.extract import extract_folder
 from emotion_llama.encoders.tiny_pretrain import pretrain_tiny_encoders
@@ -23,8 +24,10 @@ from emotion_llama.model.config import ModelConfig
 
 def prepare_synthetic(cfg: DictConfig, clips_per_label: int = 40, seed: int = 0, workers: int = 2) -> None:
     """Generate the synthetic set, pre-train the tiny encoders and extract features when absent, all on the face
-    crops of ``cfg.face_detector`` (None: the default detector)."""
+    crops of ``cfg.face_detector`` (None: the default detector); lay its test clips out as MER-UniBench's sets
+    (``unibench/``, with the synthetic ``wheel/``) when missing, also in a set made before they were."""
     generate(cfg.data.root, clips_per_label=clips_per_label, seed=seed, workers=workers)
+    write_synthetic_unibench(cfg.data.root)  # MER-UniBench's layouts of the test clips, when missing: milliseconds
     model_cfg = ModelConfig.from_cfg(cfg)
     face_detector = cfg.get("face_detector")
     if model_cfg.encoder_size == "tiny" and model_cfg.encoder_paths:
