@@ -11,12 +11,12 @@ from transformers import PreTrainedTokenizerBase
 
 from emotion_llama.encoders.build import EncoderShapes, encoder_shapes
 from emotion_llama.errors import WeightsNotFoundError
+from emotion_llama.model.chat import use_chat_format
 from emotion_llama.model.config import ModelConfig
 from emotion_llama.model.fusion import EmotionLLaMA, PlaceholderFusion
 from emotion_llama.model.instructblip import InstructBlipEmotion, build_instructblip_backbone
 from emotion_llama.model.llm import LLAMA2_7B, apply_lora, folder_config, load_llm
 from emotion_llama.model.prompts import FEATURE_TOKEN, VIDEO_TOKEN
-from emotion_llama.model.chat import use_chat_format
 from emotion_llama.model.tokenizer import (
     base_vocab_size,
     build_tiny_chat_tokenizer,
