@@ -147,14 +147,14 @@ class Evaluator:
         return out
 
 
-def _corruption(cfg: DictConfig) -> Corruption | None:
+def corruption_of(cfg: DictConfig) -> Corruption | None:
     """``eval.noise`` as a Corruption (None when unset or inactive)."""
     noise = cfg.eval.get("noise")
     corruption = Corruption(**OmegaConf.to_container(noise)) if noise else None
     return corruption if corruption is not None and corruption.active else None
 
 
-def _drop(cfg: DictConfig) -> list[str]:
+def dropped(cfg: DictConfig) -> list[str]:
     drop = cfg.eval.get("drop") or []
     return [drop] if isinstance(drop, str) else list(drop)  # eval.drop=audio: one group, not five letters
 
@@ -172,7 +172,7 @@ def features_dir(cfg: DictConfig) -> Path:
     """The feature cache this evaluation reads: ``eval.features_dir``, else ``data.features_dir``, else (with
     ``eval.noise``) the noisy sibling of ``data.features_dir``. A noisy study needs the videos and never
     writes into the clean cache; both are refused here, before the model loads."""
-    corruption = _corruption(cfg)
+    corruption = corruption_of(cfg)
     chosen = cfg.eval.get("features_dir")
     if corruption is None:
         return Path(chosen or cfg.data.features_dir)
@@ -187,10 +187,10 @@ def features_dir(cfg: DictConfig) -> Path:
     return Path(chosen) if chosen else noisy_features_dir(cfg.data.features_dir, corruption)
 
 
-def _features(cfg: DictConfig, store: FeatureStore, names: list[str], model_cfg) -> tuple[dict, list[str]]:
+def feature_inputs(cfg: DictConfig, store: FeatureStore, names: list[str], model_cfg) -> tuple[dict, list[str]]:
     """Cached features for ``names`` (extracting missing and stale ones from the videos when possible); a
     clip whose cached features were made by another extraction and cannot be redone is refused."""
-    corruption = _corruption(cfg)
+    corruption = corruption_of(cfg)
     missing = [n for n in names if not store.has(n)]
     videos = cfg.data.get("videos_dir")
     if missing and videos and Path(videos).is_dir() and cfg.eval.extract_missing:
@@ -208,7 +208,7 @@ def _features(cfg: DictConfig, store: FeatureStore, names: list[str], model_cfg)
             "eval.extract_missing=true to recompute them, or "
             "point eval.features_dir at features made for this checkpoint"
         )
-    return LazyFeatures(store, have, _drop(cfg)), lack
+    return LazyFeatures(store, have, dropped(cfg)), lack
 
 
 def _known_clip(cfg: DictConfig, cache: Path):
@@ -222,7 +222,7 @@ def _known_clip(cfg: DictConfig, cache: Path):
 IMAGE_KINDS = ("emoset", "image_folders")
 
 
-def _check_image_model(cfg: DictConfig) -> None:
+def check_image_model(cfg: DictConfig) -> None:
     """A checkpoint whose model reads pixels (InstructBLIP) is evaluated on an image set, without eval.noise
     (which recomputes features from corrupted videos); refused before the model loads."""
     model_cfg = read_config(cfg.checkpoint)
@@ -232,7 +232,7 @@ def _check_image_model(cfg: DictConfig) -> None:
         raise UserError(f"{cfg.checkpoint} holds a model of still images (model.backbone={model_cfg.backbone}): "
                         f"evaluate it on an image set (data=emoset, data=synthetic_images or data.kind=image_folders), "
                         f"not data.kind={cfg.data.kind}")
-    if _corruption(cfg) is not None:
+    if corruption_of(cfg) is not None:
         raise UserError("eval.noise recomputes features from corrupted videos, and this checkpoint's model "
                         f"(model.backbone={model_cfg.backbone}) reads the images themselves: leave eval.noise unset")
 
@@ -247,7 +247,7 @@ def _image_inputs(cfg: DictConfig, names: Sequence[str], core: InferenceCore) ->
         records = read_image_folders(cfg.data.root, labels=labels, split=cfg.data.get("split"))
     wanted = set(names)
     paths = {Path(r.image).stem: r.image for r in records if Path(r.image).stem in wanted}
-    return ImagePixels(paths, core.image_transform, _drop(cfg)), []
+    return ImagePixels(paths, core.image_transform, dropped(cfg)), []
 
 
 def evaluate(cfg: DictConfig, paths: Mapping[str, object] | None = None) -> dict:
@@ -255,7 +255,7 @@ def evaluate(cfg: DictConfig, paths: Mapping[str, object] | None = None) -> dict
     unit: an interrupted run leaves the previous outputs, never a mix). ``paths``: the ``paths.*`` the user named
     (``Call.named_paths``; never a config's defaults), which replace the checkpoint's saved weight paths."""
     # The inputs first: a bad split file or setting is reported before the model loads.
-    _check_image_model(cfg)
+    check_image_model(cfg)
     cache = features_dir(cfg)
     subsets = load_subsets(cfg.data)
     if cfg.data.kind == "dfew":  # a split file's "1" is clip 00001
@@ -263,16 +263,16 @@ def evaluate(cfg: DictConfig, paths: Mapping[str, object] | None = None) -> dict
         subsets = {k: match_padding(v, _known_clip(cfg, cache)) for k, v in subsets.items()}
     labels = list(cfg.data.labels)
     names = sorted({s.name for samples in subsets.values() for s in samples})
-    subtitles = read_subtitles(cfg.data.subtitles) if cfg.data.get("subtitles") and "text" not in _drop(cfg) else {}
+    subtitles = read_subtitles(cfg.data.subtitles) if cfg.data.get("subtitles") and "text" not in dropped(cfg) else {}
     # Refused when none of the clips has a line: the whole set would be judged without text.
     with_text = check_subtitles(subtitles, names, cfg.data.subtitles) if subtitles else None
     core = InferenceCore.load(cfg.checkpoint, paths, cfg.device, layout=cfg.prompt_layout)
-    corruption = _corruption(cfg)
+    corruption = corruption_of(cfg)
     fp = fingerprint(core.config, corruption=corruption, face_detector=cfg.get("face_detector"))
     store = FeatureStore(cache, cfg.data.feature_dirs, fingerprint=fp, verified_only=corruption is not None,
                          shapes=core.model.feature_shapes)
     features, missing = (_image_inputs(cfg, names, core) if core.reads_pixels  # no feature cache: the pixels
-                         else _features(cfg, store, names, core.config))
+                         else feature_inputs(cfg, store, names, core.config))
     if not features:
         raise UserError(
             f"no test clip has features under {cache}: run tools/extract_features.py or set "
@@ -307,7 +307,7 @@ def _report(subsets, preds, labels, cfg) -> dict:
     per = {name: _subset_report(samples, preds, labels, cfg.protocol)
            for name, samples in subsets.items() if any(s.name in preds for s in samples)}
     report = {"data": cfg.data.kind, "protocol": cfg.protocol, "checkpoint": str(cfg.checkpoint),
-              "drop": _drop(cfg), "labels": labels, "subsets": per}
+              "drop": dropped(cfg), "labels": labels, "subsets": per}
     if len(per) > 1:
         report["mean"] = mean_over_folds(list(per.values()))
     first = next(iter(per.values()))

@@ -62,7 +62,13 @@ from emotion_llama.datasets.unibench import (
 )
 from emotion_llama.encoders.extract import fingerprint
 from emotion_llama.errors import UserError
-from emotion_llama.evaluation.evaluate import _check_image_model, _corruption, _drop, _features, features_dir
+from emotion_llama.evaluation.evaluate import (
+    check_image_model,
+    corruption_of,
+    dropped,
+    feature_inputs,
+    features_dir,
+)
 from emotion_llama.evaluation.extraction import as_list_text, build_extractor
 from emotion_llama.evaluation.openset import (
     WHEEL_HINT,
@@ -144,7 +150,7 @@ def _job(cfg: DictConfig, key: str, folder: Path) -> SetJob:
     _, spec = unibench_set(key)
     samples = read_unibench(key, folder)
     names = [s.name for s in samples]
-    subtitles, subtitle_file = _subtitles(cfg.data, key, spec, folder, names, "text" in _drop(cfg))
+    subtitles, subtitle_file = _subtitles(cfg.data, key, spec, folder, names, "text" in dropped(cfg))
     feature_dirs = cfg.data.get("feature_dirs")
     return SetJob(key, spec, folder, samples, read_clip_names(folder, names), subtitles, subtitle_file,
                   _fill(cfg.data.features_dir, key), _fill(cfg.data.get("videos_dir"), key),
@@ -224,13 +230,13 @@ def answer_sets(cfg: DictConfig, core: InferenceCore, jobs: Sequence[SetJob], ca
     """Fill each job's ``answers`` (and ``missing``): features first for every set (a set none of whose clips
     has features is refused before anything is generated), then the answers, each distinct clip, subtitle and
     cache once."""
-    corruption = _corruption(cfg)
+    corruption = corruption_of(cfg)
     fp = fingerprint(core.config, corruption=corruption, face_detector=cfg.get("face_detector"))
     found = {}
     for job in jobs:
         store = FeatureStore(caches[job.key], job.feature_dirs or None, fingerprint=fp,
                              verified_only=corruption is not None, shapes=core.model.feature_shapes)
-        features, lacking = _features(_set_cfg(cfg, job), store, sorted(set(job.clips.values())), core.config)
+        features, lacking = feature_inputs(_set_cfg(cfg, job), store, sorted(set(job.clips.values())), core.config)
         if not features:
             raise UserError(f"{job.spec.title}: no test clip has features under {caches[job.key]}: run "
                             f"tools/extract_features.py input_dir=<its videos> output_dir={caches[job.key]}, or "
@@ -346,7 +352,7 @@ def evaluate_unibench(cfg: DictConfig, paths: Mapping[str, object] | None = None
     wheels = load_wheels(cfg, jobs)
     run_dir = Path(cfg.run_dir)
     extractor = build_extractor(cfg, wheels, run_dir / CACHE_FILE)
-    _check_image_model(cfg)
+    check_image_model(cfg)
     caches = {job.key: features_dir(_set_cfg(cfg, job)) for job in jobs}
     level = int(cfg.eval.get("level", 1))
 
@@ -365,7 +371,7 @@ def evaluate_unibench(cfg: DictConfig, paths: Mapping[str, object] | None = None
     common = {"checkpoint": str(cfg.checkpoint), "instruction": OPEN_INSTRUCTION,
               "max_new_tokens": int(cfg.eval.max_new_tokens), "level": level,
               "emotion_wheel": cfg.paths.get("emotion_wheel"), "extractor": {**extractor.settings(), **extractor.stats()},
-              "drop": _drop(cfg)}
+              "drop": dropped(cfg)}
     if cfg.data.kind == "unibench":
         (key,) = reports
         report = {"data": "unibench", **reports[key], **common}
