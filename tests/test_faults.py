@@ -39,6 +39,7 @@ from emotion_llama.datasets.common import Sample, write_subtitles
 from emotion_llama.datasets.features import FEATURE_DIRS
 from emotion_llama.datasets.merr import write_merr_txt
 from emotion_llama.encoders.extract import LOCK_FILE
+from emotion_llama.errors import UserError
 from emotion_llama.fileio import (
     atomic_dir,
     atomic_files,
@@ -426,6 +427,24 @@ def test_rerunning_a_run_folder_of_another_model_is_refused(merr_folder, tmp_pat
             "model.projector: mlp2x_gelu there, linear now", "resume=false")
     assert snapshot(run_dir) == before
     check_run_dir(fresh)  # asked to start afresh: no refusal
+
+
+def test_a_run_recorded_before_a_model_key_existed_resumes(merr_folder, tmp_path, capsys, no_model):
+    from emotion_llama.training.train import check_run_dir
+
+    argv = train_overrides(merr_folder, tmp_path, "experiment=tiny_coarse")
+    with cli._hydra():
+        now = cli.compose("train", argv)
+        other = cli.compose("train", [*argv, "model=tiny_qwen2"])
+    run_dir = tmp_path / "runs" / "tiny_coarse"
+    run_dir.mkdir(parents=True)
+    older = OmegaConf.to_container(now)
+    del older["model"]["prompt_format"], older["model"]["tiny_tokenizer"]  # keys this run's version lacked
+    OmegaConf.save(OmegaConf.create(older), run_dir / "config.yaml")
+    check_run_dir(now)  # the missing keys read as their defaults: the same model
+    OmegaConf.save(other, run_dir / "config.yaml")
+    with pytest.raises(UserError, match="holds a run of another model.*model.llm_arch.model_type: qwen2 there"):
+        check_run_dir(now)
 
 
 # ---------------------------------------------------------------------------------------------- features

@@ -315,10 +315,12 @@ def _saved_run(path: Path) -> DictConfig:
 
 
 def _model_section(cfg: DictConfig) -> dict:
+    """The model settings, a key missing (a run recorded before that key existed) read as its default value."""
     try:
-        return OmegaConf.to_container(cfg.model, resolve=True)
+        section = OmegaConf.to_container(cfg.model, resolve=True)
     except OmegaConfBaseException:  # a saved file whose interpolations point outside it: compare as written
-        return OmegaConf.to_container(cfg.model, resolve=False)
+        section = OmegaConf.to_container(cfg.model, resolve=False)
+    return {**ModelConfig().to_dict(), **section}
 
 
 def _model_differences(before: dict, now: dict, prefix: str = "model") -> dict[str, tuple]:
