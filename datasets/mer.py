@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,7 +18,7 @@ from emotion_llama.datasets.common import (
     _valence,
     _write_csv,
 )
-from emotion_llama.datasets.plain_npz import NotPlainData, load_npz
+from emotion_llama.datasets.plain_npz import read_plain_npz
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_path
 from emotion_llama.labels import MER_LABELS
@@ -38,21 +35,13 @@ def read_mer2023_npz(path: PathLike, corpus: str = "test3") -> list[Sample]:
 
 
 # What numpy raises on a truncated or corrupt .npz (a zip of .npy files) or a member that is no array.
-_NPZ_ERRORS = (ValueError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _npz_dict(path: Path, key: str) -> dict:
     """The dict stored under ``key``, read as plain data (see :mod:`.plain_npz`): a pickle in the file that would
     call anything is refused, never run."""
     broken = UserError(f"{path}: not a label-6way.npz of pickled dicts; re-download label-6way.npz")
-    try:
-        arrays = load_npz(path)
-    except NotPlainData as err:
-        raise UserError(f"{path}: refused: a pickle in it names {err}, which plain label data never needs (a file "
-                        "made to run code when loaded?); re-download label-6way.npz") from None
-    except _NPZ_ERRORS as err:
-        raise UserError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); re-download "
-                        "label-6way.npz") from None
+    arrays = read_plain_npz(path, "label data", "re-download label-6way.npz")
     if not arrays:
         raise broken
     if key not in arrays:

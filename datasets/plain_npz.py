@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from emotion_llama.errors import UserError
 
 # The globals a numpy object array of plain Python data pickles to (numpy 1 and 2 module names).
 PLAIN_GLOBALS = frozenset({
@@ -52,6 +55,23 @@ def _read_member(zf: zipfile.ZipFile, member: str) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise ValueError(f"{member}: holds a {type(array).__name__}, not an array")
     return array
+
+
+# What numpy and zipfile raise on a corrupt or truncated file.
+NPZ_ERRORS = (ValueError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def read_plain_npz(path: str | Path, what: str, fix: str) -> dict[str, np.ndarray]:
+    """:func:`load_npz` for a file a user gave: a refused pickle or a corrupt file is one :class:`UserError`
+    naming the file, ``what`` it should hold (e.g. "label data") and the ``fix``."""
+    try:
+        return load_npz(path)
+    except NotPlainData as err:
+        raise UserError(f"{path}: refused: a pickle in it names {err}, which plain {what} never needs (a file made "
+                        f"to run code when loaded?); {fix}") from None
+    except NPZ_ERRORS as err:
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise UserError(f"{path} is corrupt or truncated ({type(err).__name__}: {detail}); {fix}") from None
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

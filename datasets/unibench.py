@@ -40,8 +40,8 @@ from emotion_llama.datasets.common import (
     check_subtitles,
     read_subtitles,
 )
-from emotion_llama.datasets.mer import _NPZ_ERRORS, _mer2023_sample
-from emotion_llama.datasets.plain_npz import NotPlainData, load_npz
+from emotion_llama.datasets.mer import _mer2023_sample
+from emotion_llama.datasets.plain_npz import read_plain_npz
 from emotion_llama.errors import UserError
 from emotion_llama.labels import MER_LABELS
 
@@ -186,13 +186,7 @@ def _corpus(path: Path, spec: UniBenchSet) -> dict:
     """The dict under ``spec.key`` of an ``.npz`` label file, read as plain data (a pickle that would call
     anything is refused, never run)."""
     fix = f"re-download {spec.label_file} of {spec.title}"
-    try:
-        arrays = load_npz(path)
-    except NotPlainData as err:
-        raise UserError(f"{path}: refused: a pickle in it names {err}, which plain label data never needs (a file "
-                        f"made to run code when loaded?); {fix}") from None
-    except _NPZ_ERRORS as err:
-        raise UserError(f"{path} is corrupt or truncated ({type(err).__name__}: {_one_line(err)}); {fix}") from None
+    arrays = read_plain_npz(path, "label data", fix)
     if spec.key not in arrays:
         found = ", ".join(arrays) or "no arrays"
         raise UserError(f"{path}: no {spec.key!r} (found {found}); give the released {spec.label_file} of "
@@ -202,10 +196,6 @@ def _corpus(path: Path, spec: UniBenchSet) -> dict:
         raise UserError(f"{path}: {spec.key!r} is not a pickled dict of samples (a {array.dtype} array of shape "
                         f"{array.shape}); {fix}")
     return array.item()
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())[:120]
 
 
 def _field(path: Path, spec: UniBenchSet, name: object, entry: object, field: str) -> tuple[str, object]:

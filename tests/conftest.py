@@ -129,3 +129,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def save_tiny_lm(folder: Path) -> Path:
+    """A random 1-layer Llama with a tiny BPE tokenizer, saved in ``folder`` like any Hugging Face model folder
+    (the local-model paths of instruction generation and answer extraction run on it)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from emotion_llama.model.tokenizer import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(vocab_size=400)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import save_tiny_lm
 from emotion_llama.commands import make_instructions as command
 from emotion_llama.datasets.emoset import ImageRecord, read_emoset
 from emotion_llama.datasets.emovit import InstructionRecord, read_instructions
@@ -403,22 +404,7 @@ def test_openai_compatible_run_resumes_after_the_server_stops(emoset, chat_serve
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):
-    """A random 1-layer Llama with a tiny BPE tokenizer, saved like any Hugging Face folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from emotion_llama.model.tokenizer import build_tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny_lm")
-    tokenizer = build_tiny_tokenizer(vocab_size=400)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
 
 
 def test_local_generator_runs_the_model_and_skips_its_gibberish(emoset, tiny_lm, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import CONF_DIR, save_tiny_checkpoint
+from conftest import CONF_DIR, save_tiny_checkpoint, save_tiny_lm
 from emotion_llama.commands import evaluate as eval_command
 from emotion_llama.datasets.common import Sample, write_subtitles
 from emotion_llama.datasets.merr import write_merr_txt
@@ -300,22 +300,7 @@ def test_the_table_lists_missing_sets_and_averages_the_others(merr_folder, check
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):
-    """A random 1-layer Llama with a tiny BPE tokenizer, saved like any Hugging Face folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from emotion_llama.model.tokenizer import build_tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny_lm")
-    tokenizer = build_tiny_tokenizer(vocab_size=400)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
 
 
 def test_local_extractor_caches_its_replies(merr_folder, checkpoint, sets, tiny_lm, tmp_path, stub_answers,

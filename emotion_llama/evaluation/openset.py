@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import pickle
 import re
 import zipfile
 import zlib
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emotion_llama.datasets.common import _csv_rows, read_text
-from emotion_llama.datasets.plain_npz import NotPlainData, load_npz
+from emotion_llama.datasets.plain_npz import read_plain_npz
 from emotion_llama.datasets.unibench import parse_openset
 from emotion_llama.errors import UserError
 
@@ -51,7 +50,6 @@ WHEEL_HINT = ("the emotion wheels (format.csv, synonym.xlsx, wheel1.xlsx..wheel5
               "MER-UniBench's files, given with paths.emotion_wheel=DIR")
 _RUN_COLUMN = re.compile(r"^(word|synonym)_run(\d+)$")
 # What numpy and zipfile raise on a truncated or corrupt .npz.
-_NPZ_ERRORS = (ValueError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, zlib.error)
 
 Row = tuple[str, str, str]
 
@@ -354,13 +352,7 @@ def read_openset_npz(path: str | Path) -> dict[str, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found: point pred= at an existing file")
-    try:
-        arrays = load_npz(path)
-    except NotPlainData as err:
-        raise UserError(f"{path}: refused: a pickle in it names {err}, which plain prediction data never needs (a "
-                        "file made to run code when loaded?); write it again from the predictions") from None
-    except _NPZ_ERRORS as err:
-        raise UserError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); write it again") from None
+    arrays = read_plain_npz(path, "prediction data", "write it again from the predictions")
     missing = [k for k in ("filenames", "fileitems") if k not in arrays]
     if missing:
         raise UserError(f"{path}: no {', '.join(missing)} (found {', '.join(arrays) or 'nothing'}); an openset .npz "

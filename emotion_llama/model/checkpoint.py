@@ -298,14 +298,7 @@ def check_layout(ckpt_dir: str | Path, cfg: ModelConfig) -> None:
             cfg.check_llm_weights()  # a real preset without its LLM folder: name paths.llm
         raise CheckpointError(f"{base_dir} not found: the model's base LLM is saved there; {incomplete}")
     if random_llm:
-        config = base_dir / "config.json"
-        if not config.is_file():
-            raise CheckpointError(f"{config} not found: {incomplete}")
-        _check_json(config, incomplete)
-        weights = sorted(base_dir.glob("*.safetensors"))
-        if not weights:
-            raise CheckpointError(f"{base_dir} holds no *.safetensors weights: {incomplete}")
-        needed += weights
+        needed += _model_folder_files(base_dir, incomplete)
     adapter_config = ckpt_dir / "adapter" / "adapter_config.json"
     if not adapter_config.is_file():
         raise CheckpointError(f"{adapter_config} not found: {incomplete}")
@@ -326,15 +319,20 @@ def check_merged_llm(cfg: ModelConfig, incomplete: str) -> None:
     if cfg.llm_path is None:
         raise CheckpointError("model.lora.r=0 (no adapters) needs the merged LLM's folder as model.llm_path, "
                               f"got none: {incomplete}")
-    folder = Path(cfg.llm_path)
+    _check_weight_files(_model_folder_files(Path(cfg.llm_path), incomplete, "the model's merged LLM is saved "
+                                            "there; "), incomplete)
+
+
+def _model_folder_files(folder: Path, incomplete: str, what: str = "") -> list[Path]:
+    """The safetensors files of a saved Hugging Face model folder, after checking its config.json parses."""
     config = folder / "config.json"
     if not config.is_file():
-        raise CheckpointError(f"{config} not found: the model's merged LLM is saved there; {incomplete}")
+        raise CheckpointError(f"{config} not found: {what}{incomplete}")
     _check_json(config, incomplete)
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise CheckpointError(f"{folder} holds no *.safetensors weights: {incomplete}")
-    _check_weight_files(weights, incomplete)
+    return weights
 
 
 def _check_tokenizer_dir(tok_dir: Path, names: tuple[str, ...], incomplete: str) -> None:
@@ -368,14 +366,7 @@ def check_instructblip_layout(ckpt_dir: Path, cfg: ModelConfig) -> None:
                 cfg.check_llm_weights()  # a real preset without its model folder: name paths.instructblip
             raise CheckpointError(f"{base_dir} not found: the model's frozen InstructBLIP weights are saved there; "
                                   f"{incomplete}")
-        config = base_dir / "config.json"
-        if not config.is_file():
-            raise CheckpointError(f"{config} not found: {incomplete}")
-        _check_json(config, incomplete)
-        weights = sorted(base_dir.glob("*.safetensors"))
-        if not weights:
-            raise CheckpointError(f"{base_dir} holds no *.safetensors weights: {incomplete}")
-        needed += weights
+        needed += _model_folder_files(base_dir, incomplete)
         for name, what in (("tokenizer", "the LLM's"), (QFORMER_TOKENIZER_DIR, "the Q-Former's")):
             if not (ckpt_dir / name).is_dir():
                 raise CheckpointError(f"{ckpt_dir / name} not found: {what} token ids are defined there and a new "
