@@ -295,3 +295,14 @@ def test_merging_removes_the_dtype_bridges_of_the_trained_copies():
     assert not any(hasattr(m, "_dtype_bridge") or m._forward_hooks or m._forward_pre_hooks for m in merged.modules())
     with torch.no_grad():
         assert merged(input_ids=token_ids(merged.config.vocab_size)).logits.dtype == torch.bfloat16
+
+
+def test_stage_two_from_an_export_is_refused_naming_it(exported):
+    from emotion_llama.training.train import _model_and_tokenizer
+
+    out = exported["lora"][1]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=tiny_fine", f"stage.init_from={out}"])
+    with pytest.raises(UserError, match="is an export .*start stage 2 from the checkpoint it was exported from"):
+        _model_and_tokenizer(cfg)

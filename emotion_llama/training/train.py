@@ -153,6 +153,9 @@ def _model_and_tokenizer(cfg: DictConfig):
         prior = read_config(init_from)
         if prior.preset != model_cfg.preset:
             raise UserError(f"{init_from} holds a {prior.preset} model but model={model_cfg.preset} was asked for")
+        if not prior.lora.enabled:  # an export: its LoRA is merged into llm/, there is no adapter to continue
+            raise UserError(f"stage.init_from={init_from} is an export (its LoRA merged, model.lora.r=0): start "
+                            "stage 2 from the checkpoint it was exported from (its runs/NAME/model folder)")
         if prior.lora != model_cfg.lora:  # the adapter of stage 1 is continued: its shape is stage 1's
             raise UserError(f"{init_from} holds LoRA adapters of rank {prior.lora.r} (alpha {prior.lora.alpha}, on "
                             f"{', '.join(prior.lora.target_modules)}) but this stage asks for rank {model_cfg.lora.r} "
