@@ -306,3 +306,11 @@ def test_stage_two_from_an_export_is_refused_naming_it(exported):
         cfg = compose(config_name="train", overrides=["experiment=tiny_fine", f"stage.init_from={out}"])
     with pytest.raises(UserError, match="is an export .*start stage 2 from the checkpoint it was exported from"):
         _model_and_tokenizer(cfg)
+
+
+def test_the_base_llm_of_an_export_is_its_plain_llm(exported):
+    ckpt, out, _ = exported["lora"]
+    merged, _, _ = load_checkpoint(out)
+    assert merged.base_llm is merged.llm  # no LoRA wrapper: what benchmarks count calls on
+    wrapped, _, _ = load_checkpoint(ckpt)
+    assert wrapped.base_llm is wrapped.llm.get_base_model()

@@ -473,7 +473,7 @@ def bench_eval(args: argparse.Namespace) -> list[dict]:
     original = Evaluator(core, MERR_LABELS, batch_size=1, max_new_tokens=args.max_new_tokens)
     Evaluator(core, MERR_LABELS, batch_size=1, max_new_tokens=2).run(subset[:1], subtitles, features, "generate")
     answers: list = []
-    with count_calls(core.model.llm.get_base_model()) as steps:
+    with count_calls(core.model.base_llm) as steps:
         original_s = timed(lambda: answers.extend(original.run(subset, subtitles, features, "generate")), device)
     original_rate = len(subset) / original_s
     return [result | {

@@ -93,7 +93,12 @@ class PlaceholderFusion(nn.Module):
 
     def enable_activation_checkpointing(self) -> None:
         """Recompute the LLM's decoder layers in the backward pass (the base model under LoRA's wrapper)."""
-        enable_checkpointing(self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm)
+        enable_checkpointing(self.base_llm)
+
+    @property
+    def base_llm(self) -> nn.Module:
+        """The transformers model under LoRA's wrapper (the LLM itself when it has none: an export)."""
+        return self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm
 
     @property
     def token_modalities(self) -> list[int]:
