@@ -86,7 +86,7 @@ def _text_lines(path: PathLike, what: str) -> Iterator[tuple[int, str]]:
             yield number, line.strip()
 
 
-def _csv_rows(path: PathLike, what: str, required: Sequence[str],
+def csv_rows(path: PathLike, what: str, required: Sequence[str],
               text: str | None = None) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) of a CSV file after checking its header has the ``required`` columns."""
     path = Path(path)
@@ -191,7 +191,7 @@ def read_subtitles(path: PathLike, column: str | None = None) -> dict[str, str]:
     text = read_text(path, "subtitle")
     column = column or _subtitle_column(text)
     subtitles = {}
-    for _, row in _csv_rows(path, "subtitle", ("name", column), text=text):
+    for _, row in csv_rows(path, "subtitle", ("name", column), text=text):
         text = row[column]
         subtitles[row["name"]] = "" if text.lower() == "nan" else text
     return subtitles
@@ -202,7 +202,7 @@ def _subtitle_column(text: str) -> str:
     try:
         header = [c.strip() for c in next(csv.reader([first]), [])]
     except csv.Error:
-        header = []  # reported with its line by _csv_rows
+        header = []  # reported with its line by csv_rows
     return next((c for c in SUBTITLE_COLUMNS if c in header), SUBTITLE_COLUMNS[0])
 
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from emotion_llama.datasets.common import PathLike, Sample, _csv_rows, _number, _text_lines, _write_csv
+from emotion_llama.datasets.common import PathLike, Sample, _number, _text_lines, _write_csv, csv_rows
 from emotion_llama.datasets.media import VIDEO_EXTENSIONS
 from emotion_llama.errors import UserError
 from emotion_llama.fileio import atomic_write_text
@@ -70,7 +70,7 @@ def read_dfew_split(path: PathLike) -> list[Sample]:
     """Read an official split file (``video_name,label``, labels 1..7 in DFEW_LABELS order)."""
     return [
         Sample(row["video_name"], _dfew_index(row["label"], f"{path}:{line}", base=1))
-        for line, row in _csv_rows(path, "DFEW split", ("video_name", "label"))
+        for line, row in csv_rows(path, "DFEW split", ("video_name", "label"))
     ]
 
 

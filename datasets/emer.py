@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emotion_llama.datasets.common import PathLike, _csv_rows, _write_csv
+from emotion_llama.datasets.common import PathLike, _write_csv, csv_rows
 
 EMER_COLUMNS = ("names", "emotions", "subtitles", "reasons")
 
@@ -11,7 +11,7 @@ def read_emer_csv(path: PathLike) -> list[dict]:
     """Read the EMER ground truth: one dict with ``names, emotions, subtitles, reasons`` per clip."""
     return [
         {c: ("" if row[c].lower() == "nan" else row[c]) for c in EMER_COLUMNS}
-        for _, row in _csv_rows(path, "EMER ground-truth", EMER_COLUMNS)
+        for _, row in csv_rows(path, "EMER ground-truth", EMER_COLUMNS)
     ]
 
 

@@ -11,12 +11,12 @@ from emotion_llama.datasets.common import (
     MISSING_VALENCE,
     PathLike,
     Sample,
-    _csv_rows,
     _existing,
     _fmt,
     _label,
     _valence,
     _write_csv,
+    csv_rows,
 )
 from emotion_llama.datasets.plain_npz import read_plain_npz
 from emotion_llama.errors import UserError
@@ -84,7 +84,7 @@ def read_mer2023_csv(path: PathLike) -> list[Sample]:
             _label(row["discrete"], MER_LABELS, f"{path}:{line}"),
             _valence(row["valence"], f"{path}:{line}"),
         )
-        for line, row in _csv_rows(path, "MER2023 label", ("name", "discrete", "valence"))
+        for line, row in csv_rows(path, "MER2023 label", ("name", "discrete", "valence"))
     ]
 
 
@@ -100,7 +100,7 @@ def read_mer2024_csv(path: PathLike) -> list[Sample]:
             _label(row["discrete"], MER_LABELS, f"{path}:{line}"),
             _valence(row.get("valence"), f"{path}:{line}"),
         )
-        for line, row in _csv_rows(path, "MER2024 label", ("name", "discrete"))
+        for line, row in csv_rows(path, "MER2024 label", ("name", "discrete"))
     ]
 
 

@@ -35,9 +35,9 @@ import numpy as np
 from emotion_llama.datasets.common import (
     PathLike,
     Sample,
-    _csv_rows,
     check_samples,
     check_subtitles,
+    csv_rows,
     read_subtitles,
 )
 from emotion_llama.datasets.mer import _mer2023_sample
@@ -50,6 +50,11 @@ SENTIMENT_LABELS: tuple[str, ...] = ("positive", "negative", "neutral")
 OPENSET_EMPTY: tuple[str, ...] = ("neutral",)  # what an empty ``openset`` cell stands for
 # The data.kind of a MER-UniBench evaluation: one set (conf/data/unibench_<set>.yaml) or all (mer_unibench.yaml).
 UNIBENCH_KINDS: tuple[str, ...] = ("unibench", "mer_unibench")
+# The emotion wheels' folder (the user's own copy, paths.emotion_wheel): its files and the wheels' columns.
+WHEEL_FORMAT_FILE = "format.csv"
+WHEEL_SYNONYM_FILE = "synonym.xlsx"
+WHEEL_FILES: tuple[str, ...] = tuple(f"wheel{k}.xlsx" for k in range(1, 6))
+WHEEL_LEVELS: tuple[str, ...] = ("level1", "level2", "level3")
 # name,clip: beside a label file, the clip names a set's samples are stored under (features, videos) where these
 # differ from the sample names (the synthetic IEMOCAP set's Ses05_ names); optional.
 CLIP_NAMES_FILE = "clip_names.csv"
@@ -303,7 +308,7 @@ def parse_openset(raw: object, empty: tuple[str, ...] = OPENSET_EMPTY) -> tuple[
 
 def _read_openset(path: Path, spec: UniBenchSet) -> list[OpenSample]:
     samples = []
-    for line, row in _csv_rows(path, f"{spec.title} label", ("name", "openset")):
+    for line, row in csv_rows(path, f"{spec.title} label", ("name", "openset")):
         if not row["name"]:
             raise UserError(f"{path}:{line}: no sample name; fill in the name column or remove that line")
         samples.append(OpenSample(row["name"], parse_openset(row["openset"])))
@@ -316,7 +321,7 @@ def read_clip_names(folder: PathLike, names: Iterable[str]) -> dict[str, str]:
     clips = {n: n for n in names}
     path = Path(folder) / CLIP_NAMES_FILE
     if path.is_file():
-        for _, row in _csv_rows(path, "clip name", ("name", "clip")):
+        for _, row in csv_rows(path, "clip name", ("name", "clip")):
             if row["name"] in clips and row["clip"]:
                 clips[row["name"]] = row["clip"]
     return clips

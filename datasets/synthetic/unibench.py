@@ -33,6 +33,9 @@ from emotion_llama.datasets.unibench import (
     CLIP_NAMES_FILE,
     OPENSET,
     UNIBENCH_SETS,
+    WHEEL_FILES,
+    WHEEL_FORMAT_FILE,
+    WHEEL_SYNONYM_FILE,
     OpenSample,
     unibench_set,
 )
@@ -231,7 +234,7 @@ def write_synthetic_unibench(synthetic_dir: PathLike) -> Path:
     root, wheel = synthetic_dir / SYNTHETIC_UNIBENCH_DIR, synthetic_dir / SYNTHETIC_WHEEL_DIR
     stamp = {"version": SYNTHETIC_UNIBENCH_VERSION,
              "test_split": hashlib.sha256(test_file.read_bytes()).hexdigest()[:16]}
-    wheel_files = ("format.csv", "synonym.xlsx", *(f"wheel{k}.xlsx" for k in range(1, 6)))
+    wheel_files = (WHEEL_FORMAT_FILE, WHEEL_SYNONYM_FILE, *WHEEL_FILES)
     try:
         done = json.loads((root / "meta.json").read_text(encoding="utf-8")) == stamp
     except (OSError, ValueError):

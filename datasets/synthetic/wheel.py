@@ -17,6 +17,7 @@ import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from emotion_llama.datasets.unibench import WHEEL_FILES, WHEEL_FORMAT_FILE, WHEEL_LEVELS, WHEEL_SYNONYM_FILE
 from emotion_llama.fileio import atomic_path, atomic_write_text
 
 # Surface form -> base words. "upset" has two bases (angry, sad): its candidates are tried alphabetically.
@@ -135,15 +136,15 @@ def write_wheel_folder(folder: str | Path, forms: Mapping[str, Sequence[str]] | 
     forms = FORMS if forms is None else forms
     synonyms = SYNONYMS if synonyms is None else synonyms
     wheels = WHEELS if wheels is None else wheels
-    if len(wheels) != 5:
-        raise ValueError(f"{len(wheels)} wheels: the layout has five (wheel1..wheel5)")
+    if len(wheels) != len(WHEEL_FILES):
+        raise ValueError(f"{len(wheels)} wheels: the layout has {len(WHEEL_FILES)} (wheel1..wheel5)")
     folder.mkdir(parents=True, exist_ok=True)
 
     text = io.StringIO(newline="")
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(("name", "format"))
     writer.writerows((name, base) for name, bases in forms.items() for base in bases)
-    atomic_write_text(folder / "format.csv", text.getvalue())
+    atomic_write_text(folder / WHEEL_FORMAT_FILE, text.getvalue())
 
     pairs = [(word, parent) for word, parents in synonyms.items() for parent in parents]
     columns = [pairs[k::runs] for k in range(runs)]
@@ -151,8 +152,8 @@ def write_wheel_folder(folder: str | Path, forms: Mapping[str, Sequence[str]] | 
     header = [name for k in range(1, runs + 1) for name in (f"word_run{k}", f"synonym_run{k}")]
     table = [[cell for column in columns for cell in (column[i] if i < len(column) else (None, None))]
              for i in range(depth)]
-    _write_xlsx(folder / "synonym.xlsx", header, table)
+    _write_xlsx(folder / WHEEL_SYNONYM_FILE, header, table)
 
-    for number, wheel in enumerate(wheels, start=1):
-        _write_xlsx(folder / f"wheel{number}.xlsx", ("level1", "level2", "level3"), sparse_rows(wheel_rows(wheel)))
+    for name, wheel in zip(WHEEL_FILES, wheels, strict=True):
+        _write_xlsx(folder / name, WHEEL_LEVELS, sparse_rows(wheel_rows(wheel)))
     return folder

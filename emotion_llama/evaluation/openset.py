@@ -37,19 +37,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emotion_llama.datasets.common import _csv_rows, read_text
+from emotion_llama.datasets.common import csv_rows, read_text
 from emotion_llama.datasets.plain_npz import read_plain_npz
-from emotion_llama.datasets.unibench import parse_openset
+from emotion_llama.datasets.unibench import (
+    WHEEL_FILES,
+    WHEEL_FORMAT_FILE,
+    WHEEL_LEVELS,
+    WHEEL_SYNONYM_FILE,
+    parse_openset,
+)
 from emotion_llama.errors import UserError
 
-FORMAT_FILE = "format.csv"
-SYNONYM_FILE = "synonym.xlsx"
-WHEEL_FILES = tuple(f"wheel{k}.xlsx" for k in range(1, 6))
-LEVELS = ("level1", "level2", "level3")
 WHEEL_HINT = ("the emotion wheels (format.csv, synonym.xlsx, wheel1.xlsx..wheel5.xlsx) are your own copy of "
               "MER-UniBench's files, given with paths.emotion_wheel=DIR")
 _RUN_COLUMN = re.compile(r"^(word|synonym)_run(\d+)$")
-# What numpy and zipfile raise on a truncated or corrupt .npz.
 
 Row = tuple[str, str, str]
 
@@ -73,8 +74,8 @@ def fill_down(rows: Iterable[Sequence[str | None]], where: str = "the wheel", fi
             if cell is not None:
                 last[i] = cell
             elif last[i] is None:
-                raise UserError(f"{where}: row {number} has a blank {LEVELS[i]} with nothing above it to fill it "
-                                f"from; {WHEEL_HINT}")
+                raise UserError(f"{where}: row {number} has a blank {WHEEL_LEVELS[i]} with nothing above it to "
+                                f"fill it from; {WHEEL_HINT}")
         filled.append((last[0], last[1], last[2]))
     return filled
 
@@ -123,9 +124,9 @@ class EmotionWheels:
         if not folder.is_dir():
             what = "is a file" if folder.exists() else "not found"
             raise UserError(f"paths.emotion_wheel={folder} {what}: {WHEEL_HINT}")
-        forms = read_format(folder / FORMAT_FILE)
-        parents = read_synonyms(folder / SYNONYM_FILE)
-        wheels = [fill_down(_xlsx_columns(folder / name, LEVELS), str(folder / name), first=2)
+        forms = read_format(folder / WHEEL_FORMAT_FILE)
+        parents = read_synonyms(folder / WHEEL_SYNONYM_FILE)
+        wheels = [fill_down(_xlsx_columns(folder / name, WHEEL_LEVELS), str(folder / name), first=2)
                   for name in WHEEL_FILES]
         for name, rows in zip(WHEEL_FILES, wheels, strict=True):
             if not rows:
@@ -174,7 +175,7 @@ def read_format(path: str | Path) -> dict[str, list[str]]:
     path = _wheel_file(Path(path))
     forms: dict[str, list[str]] = {}
     try:
-        for _, row in _csv_rows(path, "emotion-wheel format.csv", ("name", "format")):
+        for _, row in csv_rows(path, "emotion-wheel format.csv", ("name", "format")):
             name, base = normalise(row["name"]), normalise(row["format"])
             if name and base and base not in forms.setdefault(name, []):
                 forms[name].append(base)
@@ -259,6 +260,25 @@ def _over_wheels(per_wheel: dict[str, dict], keys: Sequence[str], what: str) -> 
     return {k: _mean([v[k] for v in scored]) for k in keys}
 
 
+def sample_precision_recall(gold: Sequence[str], pred: Sequence[str], wheels: EmotionWheels, wheel: int,
+                            level: int = 1) -> tuple[float, float] | None:
+    """One sample's precision and recall of its predicted sectors in wheel number ``wheel`` (both 0 when nothing
+    predicted maps); None when its true words map to nothing there (the sample is not scored in that wheel)."""
+    truth = wheels.sectors(gold, wheel, level)
+    if not truth:
+        return None
+    guess = wheels.sectors(pred, wheel, level)
+    common = len(truth & guess)
+    return (common / len(guess) if guess else 0.0), common / len(truth)
+
+
+def sample_hit(label: str, pred: Sequence[str], wheels: EmotionWheels, wheel: int, level: int = 1) -> float | None:
+    """1.0 when the true label's sector in wheel number ``wheel`` is among the predicted ones, else 0.0; None when
+    the label maps to nothing there (the sample is not scored in that wheel)."""
+    truth = wheels.sector(label, wheel, level)
+    return None if truth is None else float(truth in wheels.sectors(pred, wheel, level))
+
+
 def set_scores(gold: Mapping[str, Sequence[str]], pred: Mapping[str, Sequence[str]], wheels: EmotionWheels,
                level: int = 1) -> dict:
     """The set metric: ``fscore``, ``precision``, ``recall`` (means over the wheels) and ``per_wheel`` (each with
@@ -267,15 +287,10 @@ def set_scores(gold: Mapping[str, Sequence[str]], pred: Mapping[str, Sequence[st
     set maps to anything has NaN scores and is left out of the means."""
     per_wheel: dict[str, dict] = {}
     for index, name in enumerate(wheels.names):
-        precisions, recalls = [], []
-        for sample, words in gold.items():
-            truth = wheels.sectors(words, index, level)
-            if not truth:
-                continue
-            guess = wheels.sectors(pred.get(sample, ()), index, level)
-            common = len(truth & guess)
-            precisions.append(common / len(guess) if guess else 0.0)
-            recalls.append(common / len(truth))
+        pairs = [sample_precision_recall(words, pred.get(sample, ()), wheels, index, level)
+                 for sample, words in gold.items()]
+        precisions = [pr[0] for pr in pairs if pr is not None]
+        recalls = [pr[1] for pr in pairs if pr is not None]
         p, r = _mean(precisions), _mean(recalls)
         f = 2 * p * r / (p + r) if p + r > 0 else (0.0 if precisions else math.nan)
         per_wheel[name] = {"fscore": f, "precision": p, "recall": r, "scored": len(precisions)}
@@ -289,11 +304,8 @@ def hit_rate(gold: Mapping[str, str], pred: Mapping[str, Sequence[str]], wheels:
     that wheel; a gold name missing from ``pred`` counts as an empty prediction (a miss)."""
     per_wheel: dict[str, dict] = {}
     for index, name in enumerate(wheels.names):
-        hits = []
-        for sample, label in gold.items():
-            truth = wheels.sector(label, index, level)
-            if truth is not None:
-                hits.append(1.0 if truth in wheels.sectors(pred.get(sample, ()), index, level) else 0.0)
+        found = (sample_hit(label, pred.get(sample, ()), wheels, index, level) for sample, label in gold.items())
+        hits = [h for h in found if h is not None]
         per_wheel[name] = {"hit": _mean(hits), "scored": len(hits)}
     return {**_over_wheels(per_wheel, ("hit",), "true label"), "per_wheel": per_wheel}
 
@@ -333,10 +345,10 @@ def read_openset_csv(path: str | Path, columns: Sequence[str] = ("openset",),
     try:
         header = [c.strip() for c in next(csv.reader(io.StringIO(text, newline="")), [])]
     except csv.Error:
-        header = []  # reported with its line by _csv_rows
+        header = []  # reported with its line by csv_rows
     column = next((c for c in columns if c in header), columns[0])
     found: dict[str, list[str]] = {}
-    for line, row in _csv_rows(path, what, ("name", column), text=text):
+    for line, row in csv_rows(path, what, ("name", column), text=text):
         name = row["name"]
         if not name:
             raise UserError(f"{path}:{line}: empty name; give each row its sample name")

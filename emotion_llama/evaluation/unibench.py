@@ -74,6 +74,8 @@ from emotion_llama.evaluation.openset import (
     WHEEL_HINT,
     EmotionWheels,
     hit_rate,
+    sample_hit,
+    sample_precision_recall,
     sentiment_scores,
     sentiment_value,
     set_scores,
@@ -272,25 +274,15 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def _sample_hit(label: str, words: Sequence[str], wheels: EmotionWheels, level: int) -> float | None:
-    hits = []
-    for w in range(len(wheels.wheels)):
-        truth = wheels.sector(label, w, level)
-        if truth is not None:
-            hits.append(float(truth in wheels.sectors(words, w, level)))
-    return _mean(hits)
+    """The clip's hit, averaged over the wheels where its label maps."""
+    found = (sample_hit(label, words, wheels, w, level) for w in range(len(wheels.wheels)))
+    return _mean([h for h in found if h is not None])
 
 
 def _sample_f(gold: Sequence[str], words: Sequence[str], wheels: EmotionWheels, level: int) -> float | None:
-    scores = []
-    for w in range(len(wheels.wheels)):
-        truth = wheels.sectors(gold, w, level)
-        if not truth:
-            continue
-        guess = wheels.sectors(words, w, level)
-        common = len(truth & guess)
-        p, r = (common / len(guess) if guess else 0.0), common / len(truth)
-        scores.append(2 * p * r / (p + r) if p + r else 0.0)
-    return _mean(scores)
+    """The clip's own F of precision and recall, averaged over the wheels where its true words map."""
+    pairs = (sample_precision_recall(gold, words, wheels, w, level) for w in range(len(wheels.wheels)))
+    return _mean([2 * p * r / (p + r) if p + r else 0.0 for p, r in (pr for pr in pairs if pr is not None)])
 
 
 def score_set(job: SetJob, labels: Mapping[str, Sequence[str]], sentiments: Mapping[str, str],

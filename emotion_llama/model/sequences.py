@@ -33,7 +33,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from emotion_llama.errors import UserError
-from emotion_llama.model.chat import chat_format, check_prompt_layout
+from emotion_llama.model.chat import chat_format
 from emotion_llama.model.prompts import (
     FEATURE_TOKEN,
     VIDEO_TOKEN,
@@ -91,8 +91,7 @@ def encode_prompt(
 
 def _encode_prompt(tokenizer: PreTrainedTokenizerBase, parts: PromptParts, num_video_tokens: int,
                    num_feature_tokens: int, layout: str) -> list[int]:
-    check_prompt_layout(tokenizer, layout)
-    chat = chat_format(tokenizer)
+    chat = chat_format(tokenizer)  # its wrap refuses a layout it cannot give
     encode = chat.encode
     video_id, feature_id = tokenizer.convert_tokens_to_ids([VIDEO_TOKEN, FEATURE_TOKEN])
     head, rest = _split_once(chat.wrap(user_message(parts), layout), VIDEO_TOKEN)
